@@ -1,0 +1,110 @@
+"""Command-line entry point.
+
+    python -m mtl_jax.main --config=configs/digits.py --workdir=/tmp/digits \
+        --config.optimizer.learning_rate=3e-3
+
+Rerunning the same command on the same --workdir resumes from its latest checkpoint. A
+configuration or input mistake prints one line naming it and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported (by clu)
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "A config file whose get_config() returns a ConfigDict.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "HOST:PORT of process 0, for a multi-process run.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in the run.")
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str) -> None:
+  print(f"mtl_jax: error: {message}", file=sys.stderr, flush=True)
+  sys.exit(EXIT_USAGE)
+
+
+def _one_line(error: Exception) -> str:
+  """The first line of an error, plus its last line when a traceback sits in between."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  if not lines:
+    return type(error).__name__
+  return lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: {lines[-1]}"
+
+
+def _config_path(argv: list[str]) -> str | None:
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1].split(":", 1)[0]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1].split(":", 1)[0]
+  return None
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing whose errors (bad override, missing file) are one line and exit 2."""
+  path = _config_path(argv)
+  if path is not None and not os.path.isfile(path):
+    _fail(f"config file not found: {path}")
+  try:
+    rest = flags.FLAGS(argv)
+    if _CONFIG.value is not None:
+      _CONFIG.value.keys()  # the file is loaded lazily: load it here, inside the try
+    return rest
+  except flags.UnrecognizedFlagError as e:
+    if e.flagname.startswith("config."):
+      _fail(f"unknown key {e.flagname} (in --{e.flagname})")
+    _fail(_one_line(e))
+  except flags.Error as e:
+    _fail(_one_line(e))
+  except (AttributeError, KeyError) as e:  # an override of a key the config does not have
+    name = str(e).strip("'\"")
+    for arg in argv:
+      if arg.startswith("--config.") and name in arg.split("=", 1)[0].split("."):
+        _fail(f"unknown key {arg.split('=', 1)[0][2:]} (in {arg})")
+    _fail(f"--config={path}: unknown key {name!r}")
+  except Exception as e:  # pylint: disable=broad-except  (raised by the config file itself)
+    _fail(f"--config={path}: {type(e).__name__}: {_one_line(e)}")
+  return []
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    _fail(f"unexpected arguments {argv[1:]}")
+  if _CONFIG.value is None:
+    _fail("--config is required, e.g. --config=configs/digits.py")
+  if not _WORKDIR.value:
+    _fail("--workdir is required")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # metrics reach the console through the writer
+  from mtl_jax import sharding  # pylint: disable=import-outside-toplevel
+  sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+
+  from mtl_jax import train  # pylint: disable=import-outside-toplevel
+  from mtl_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+
+  try:
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except ConfigError as e:
+    _fail(str(e))
+  except train.Interrupted as e:
+    logging.info("%s", e)
+    print(f"mtl_jax: {e}", file=sys.stderr, flush=True)
+  except train.NonFiniteLossError as e:
+    print(f"mtl_jax: error: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=_parse_flags)

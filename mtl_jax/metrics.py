@@ -1,0 +1,96 @@
+"""Metric bookkeeping: merging clu metrics over batches, flat metric names, and writers."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Mapping
+
+from clu import metrics as clu_metrics
+import jax
+import numpy as np
+
+
+def _is_metric(x) -> bool:
+  return isinstance(x, clu_metrics.Metric)
+
+
+def merge(a, b):
+  """Merges two pytrees of clu metrics of the same structure (None = empty)."""
+  if a is None:
+    return b
+  return jax.tree.map(lambda x, y: x.merge(y), a, b, is_leaf=_is_metric)
+
+
+def compute(per_task: Mapping[str, Mapping[str, clu_metrics.Average]],
+            prefix: str) -> dict[str, float]:
+  """{"<prefix>/<task>/<metric>": value}; a task without labels in the split is left out.
+
+  A regression task's `loss` is its mean squared error, so `rmse` is its square root.
+  """
+  out = {}
+  for task, named in per_task.items():
+    for name, metric in named.items():
+      total, count = float(metric.total), int(metric.count)
+      if count == 0:
+        continue
+      out[f"{prefix}/{task}/{name}"] = total / count
+    if f"{prefix}/{task}/mae" in out:
+      out[f"{prefix}/{task}/rmse"] = math.sqrt(out[f"{prefix}/{task}/loss"])
+  return out
+
+
+def to_scalars(values: Mapping[str, Any]) -> dict[str, float]:
+  return {k: float(np.asarray(v)) for k, v in values.items()}
+
+
+class ConsoleWriter:
+  """clu's MetricWriter interface, printing each step's scalars as one line on stdout.
+
+  Not a subclass: importing `clu.metric_writers` imports TensorFlow, which `import mtl_jax`
+  avoids; `MultiWriter` only calls the methods.
+  """
+
+  def write_summaries(self, step, values, metadata=None):
+    pass
+
+  def write_scalars(self, step, scalars):
+    parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+             for k, v in sorted(scalars.items())]
+    print(f"step {step:>6d} | " + " | ".join(parts), flush=True)
+
+  def write_images(self, step, images):
+    pass
+
+  def write_videos(self, step, videos):
+    pass
+
+  def write_audios(self, step, audios, *, sample_rate):
+    pass
+
+  def write_texts(self, step, texts):
+    for key, text in texts.items():
+      print(f"step {step:>6d} | {key}: {text}", flush=True)
+
+  def write_histograms(self, step, arrays, num_buckets=None):
+    pass
+
+  def write_hparams(self, hparams):
+    pass
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
+
+
+def create_writer(workdir: str):
+  """TensorBoard files in `workdir` plus a console line per write, on process 0 only."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's import-time chatter
+  from clu import metric_writers  # pylint: disable=import-outside-toplevel  (imports TF)
+
+  if jax.process_index() > 0:
+    return metric_writers.MultiWriter([])
+  return metric_writers.MultiWriter(
+      [metric_writers.SummaryWriter(workdir), ConsoleWriter()])

@@ -1,0 +1,388 @@
+"""Training: the TrainState, the jit-compiled multi-step train function, evaluation, the loop."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import time
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from mtl_jax import checkpoint as checkpoint_lib
+from mtl_jax import config as config_lib
+from mtl_jax import data as data_lib
+from mtl_jax import losses as losses_lib
+from mtl_jax import metrics as metrics_lib
+from mtl_jax import models
+from mtl_jax import optim
+from mtl_jax import sharding as sharding_lib
+from mtl_jax import weighting as weighting_lib
+from mtl_jax.config import ConfigError
+from mtl_jax.tasks import Task
+
+FINAL_METRICS_FILE = "final_metrics.json"
+
+
+class MultiTaskOptState(NamedTuple):
+  """The optimizer state: the weighting method's state beside optax's."""
+  weighting: Any
+  optimizer: Any
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything a step reads and writes; one checkpoint of it resumes a run exactly."""
+  step: jnp.ndarray         # i32[], the number of steps taken
+  params: Any
+  model_state: Any          # non-parameter collections such as batch_stats ({} if none)
+  opt_state: MultiTaskOptState
+  rng: jnp.ndarray          # u32[2], the run's key; step keys are fold_in(rng, step)
+  task_weights: jnp.ndarray  # f32[T], the weights the last step used
+
+
+class NonFiniteLossError(FloatingPointError):
+  """A task's loss became NaN or Inf; the run stops without saving the bad state."""
+
+
+class Interrupted(Exception):
+  """SIGTERM arrived: the state was checkpointed at `step` and the run stopped."""
+
+  def __init__(self, step: int):
+    super().__init__(f"interrupted at step {step}; checkpoint saved, rerun to resume")
+    self.step = step
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """The static pieces of a run: model, optimizer, weighting and tasks."""
+  model: nn.Module
+  tx: optax.GradientTransformation
+  weighting: weighting_lib.Weighting
+  tasks: tuple[Task, ...]
+
+
+# ----------------------------------------------------------------------------------------------
+# The step.
+
+
+def _apply(setup: Setup, params, model_state, inputs, *, train: bool, rng=None):
+  """The model's outputs, representation and updated non-parameter collections."""
+  variables = {"params": params, **model_state}
+  rngs = {"dropout": rng} if rng is not None else None
+  if model_state and train:
+    (outputs, rep), new_state = setup.model.apply(variables, inputs, train=True, rngs=rngs,
+                                                  mutable=list(model_state))
+    return outputs, rep, new_state
+  outputs, rep = setup.model.apply(variables, inputs, train=train, rngs=rngs)
+  return outputs, rep, model_state
+
+
+def train_step(setup: Setup, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+  """One step: forward, per-task losses, weights, one backward with the weights as cotangent."""
+  step_key = jax.random.fold_in(state.rng, state.step)
+  dropout_key, weighting_key = jax.random.split(step_key)
+
+  def forward(params):
+    outputs, _, model_state = _apply(setup, params, state.model_state, batch["inputs"],
+                                     train=True, rng=dropout_key)
+    losses, counts = losses_lib.task_losses(setup.tasks, outputs, batch["labels"])
+    return losses, (counts, model_state)
+
+  losses, backward, (counts, model_state) = jax.vjp(forward, state.params, has_aux=True)
+  weights, weighting_state = setup.weighting.update(
+      state.opt_state.weighting, losses=losses, counts=counts, key=weighting_key,
+      step=state.step)
+  (grads,) = backward(weights.astype(losses.dtype))
+  updates, opt_state = setup.tx.update(grads, state.opt_state.optimizer, state.params)
+  new_state = state.replace(
+      step=state.step + 1, params=optax.apply_updates(state.params, updates),
+      model_state=model_state, opt_state=MultiTaskOptState(weighting_state, opt_state),
+      task_weights=weights)
+  return new_state, losses
+
+
+def summarize(losses: jnp.ndarray, first_step: jnp.ndarray) -> dict:
+  """Reduces the f32[K, T] losses of a dispatch's K steps to three small arrays.
+
+  `loss`: the mean over the K steps; `bad_step`: the first step whose losses were not all
+  finite (-1 if none), with `bad_tasks` flagging its non-finite tasks.
+  """
+  finite = jnp.isfinite(losses)
+  first_bad = jnp.argmin(finite.all(axis=1))
+  return {"loss": losses.mean(0),
+          "bad_step": jnp.where(finite.all(), -1, first_step + first_bad),
+          "bad_tasks": ~finite[first_bad]}
+
+
+def make_train_fn(setup: Setup, mesh, *, on_device: bool) -> Callable:
+  """jit(state, source, xs) -> (state, summary), running len(xs) steps in one `lax.scan`.
+
+  on_device: `source` is the whole training split on the devices and `xs` i32[K, B] the batch
+  indices; otherwise `source` is None and `xs` the stacked batches [K, B, ...] themselves.
+  """
+  replicated = sharding_lib.replicated(mesh)
+  batch_sharding = sharding_lib.batch_sharding(mesh)
+
+  def run(state, source, xs):
+    first_step = state.step
+
+    def body(state, x):
+      batch = jax.tree.map(lambda a: a[x], source) if on_device else x
+      batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+      return train_step(setup, state, batch)
+
+    state, losses = jax.lax.scan(body, state, xs)
+    return state, summarize(losses, first_step)
+
+  return jax.jit(run, in_shardings=(replicated, replicated, sharding_lib.batch_sharding(mesh, 1)),
+                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+def make_eval_fn(setup: Setup, mesh) -> Callable:
+  """jit(params, model_state, batch) -> {task: {metric: clu Average}} over the batch."""
+
+  def run(params, model_state, batch):
+    outputs, _, _ = _apply(setup, params, model_state, batch["inputs"], train=False)
+    return losses_lib.task_metrics(setup.tasks, outputs, batch["labels"])
+
+  replicated = sharding_lib.replicated(mesh)
+  return jax.jit(run, in_shardings=(replicated, replicated, sharding_lib.batch_sharding(mesh)),
+                 out_shardings=replicated)
+
+
+# ----------------------------------------------------------------------------------------------
+# State, evaluation and the schedule of dispatches.
+
+
+def create_train_state(setup: Setup, seed: int, example_inputs: np.ndarray, mesh) -> TrainState:
+  """A fresh, replicated TrainState; shapes come from `example_inputs` [B, ...]."""
+
+  def init(rng):
+    init_key, dropout_key, run_key = jax.random.split(rng, 3)
+    variables = setup.model.init({"params": init_key, "dropout": dropout_key},
+                                 jnp.asarray(example_inputs), train=False)
+    params = variables.pop("params")
+    opt_state = MultiTaskOptState(setup.weighting.init(len(setup.tasks)),
+                                  setup.tx.init(params))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=dict(variables),
+                      opt_state=opt_state, rng=run_key,
+                      task_weights=jnp.zeros((len(setup.tasks),), jnp.float32))
+
+  return jax.jit(init, out_shardings=sharding_lib.replicated(mesh))(jax.random.PRNGKey(seed))
+
+
+def pad_split(split: data_lib.Split, tasks: Sequence[Task], multiple: int) -> data_lib.Split:
+  """`split` padded to a multiple of `multiple` rows whose labels are all missing."""
+  pad = -len(split) % multiple
+  if not pad:
+    return split
+  inputs = np.concatenate([split.inputs, np.zeros((pad, *split.inputs.shape[1:]),
+                                                  split.inputs.dtype)])
+  labels = {t.name: np.concatenate([split.labels[t.name], np.full(
+      pad, -1 if t.is_classification else np.nan, split.labels[t.name].dtype)]) for t in tasks}
+  return data_lib.Split(inputs, labels)
+
+
+def evaluate(eval_fn, state: TrainState, split: data_lib.Split, tasks: Sequence[Task],
+             batch_size: int, mesh, prefix: str) -> dict[str, float]:
+  """{"<prefix>/<task>/<metric>": value} over the whole split (each process its rows)."""
+  padded = pad_split(split, tasks, batch_size)
+  rows = data_lib.process_rows(batch_size)
+  sharding = sharding_lib.batch_sharding(mesh)
+  total = None
+  for start in range(0, len(padded), batch_size):
+    index = np.arange(start, start + batch_size)[rows]
+    batch = sharding_lib.put_global(padded.batch(index), sharding)
+    total = metrics_lib.merge(total, eval_fn(state.params, state.model_state, batch))
+  return metrics_lib.compute(jax.device_get(total), prefix)
+
+
+def dispatch_chunks(start: int, stop: int, max_length: int,
+                    boundaries: Sequence[int]) -> list[tuple[int, int]]:
+  """(first step, length) of each dispatch from `start` to `stop`.
+
+  A dispatch runs at most `max_length` steps and ends on every multiple of each boundary
+  (logging, evaluation, checkpoints), so the chunks depend on `start` alone and a resumed run
+  compiles and runs exactly the chunks of the uninterrupted one.
+  """
+  chunks, step = [], start
+  while step < stop:
+    end = min([step + max_length, stop] + [(step // b + 1) * b for b in boundaries])
+    chunks.append((step, end - step))
+    step = end
+  return chunks
+
+
+class _SigtermFlag:
+  """Records SIGTERM (while installed in the main thread) so the loop can checkpoint and stop."""
+
+  def __init__(self):
+    self.raised = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread: leave signals alone
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    self.raised = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop.
+
+
+def build_setup(config: ml_collections.ConfigDict, tasks: tuple[Task, ...],
+                backbone: nn.Module | None = None) -> Setup:
+  """Model, optimizer and weighting for `tasks` as `config` describes them."""
+  model = models.HardParameterSharing(
+      tasks=tasks, backbone_spec=models.parse_spec(config.model.backbone),
+      shared_layers=models.parse_spec(config.model.shared_layers),
+      task_layers=models.parse_spec(config.model.task_layers),
+      dropout_rate=config.model.dropout_rate, backbone=backbone)
+  name = config_lib.weighting_name(config)
+  try:
+    weighting = weighting_lib.get(name, **config_lib.weighting_kwargs(config))
+    weighting.init(len(tasks))
+  except ValueError as e:
+    raise ConfigError(f"config.weighting: {e}") from None
+  return Setup(model, optim.make_optimizer(config.optimizer, config.num_steps), weighting,
+               tasks)
+
+
+def _write_json(path: str, obj: Any) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def _batches(dataset: data_lib.Dataset, sampler: data_lib.Sampler, chunks, on_device: bool,
+             mesh) -> Iterator[tuple[Any, Any]]:
+  """(source, xs) for each chunk: device-side indices, or host batches from a grain pipeline."""
+  if on_device:
+    source = jax.device_put(dataset.train.batch(np.arange(len(dataset.train))),
+                            sharding_lib.replicated(mesh))
+    index_sharding = sharding_lib.batch_sharding(mesh, 1)
+    for first, length in chunks:
+      yield source, jax.device_put(sampler.indices(range(first, first + length)), index_sharding)
+  else:
+    sharding = sharding_lib.batch_sharding(mesh, 1)
+    for local in data_lib.host_batches(dataset.train, sampler, chunks):
+      yield None, sharding_lib.put_global(local, sharding)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       data: data_lib.Dataset | None = None,
+                       backbone: nn.Module | None = None,
+                       mesh=None) -> dict[str, float]:
+  """Trains as `config` says, resuming from `workdir`'s checkpoints; returns the final metrics.
+
+  `data` replaces the built-in dataset `config.dataset.name` (see `mtl_jax.data.from_arrays`),
+  `backbone` the spec-built backbone, `mesh` the mesh over every device. The final metrics,
+  also written to `<workdir>/final_metrics.json`, are "<split>/<task>/<metric>" for val and
+  test, and "weight/<task>", the task weights of the last step.
+  """
+  config = config_lib.complete(config)
+  mesh = sharding_lib.make_mesh() if mesh is None else mesh
+  config_lib.validate(config, num_devices=mesh.size)
+  if data is None:
+    dataset = data_lib.load(config.dataset)
+  else:
+    dataset = data.blank_train_labels(config.dataset.missing_fraction, config.dataset.split_seed)
+  dataset = dataset.select(config_lib.select_tasks(config, dataset.task_names))
+  tasks = dataset.tasks
+  try:
+    sampler = data_lib.Sampler(len(dataset.train), config.batch_size, config.seed)
+  except ValueError as e:
+    raise ConfigError(f"config.batch_size: {e}") from None
+  setup = build_setup(config, tasks, backbone)
+  on_device = config.dataset.data_on_device and jax.process_count() == 1
+
+  os.makedirs(workdir, exist_ok=True)
+  run_info = {"tasks": [t.to_json() for t in tasks], "config": config.to_dict()}
+  checkpoints = checkpoint_lib.Checkpointer(workdir, config.keep_checkpoints)
+  state = create_train_state(setup, config.seed, dataset.train.inputs[:1], mesh)
+  state = checkpoints.restore(state, run_info) or state
+  start = int(state.step)
+  is_lead = jax.process_index() == 0
+  if is_lead:
+    _write_json(os.path.join(workdir, "run.json"), run_info)
+  writer = metrics_lib.create_writer(workdir)
+  if start == 0:
+    writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
+  schedule = optim.learning_rate_schedule(config.optimizer, config.num_steps)
+  train_fn = make_train_fn(setup, mesh, on_device=on_device)
+  eval_fn = make_eval_fn(setup, mesh)
+
+  chunks = dispatch_chunks(start, config.num_steps, config.steps_per_dispatch,
+                           (config.log_every, config.eval_every, config.checkpoint_every))
+  window_start, window_time = start, time.perf_counter()
+  with _SigtermFlag() as sigterm:
+    for (first, length), (source, xs) in zip(chunks, _batches(dataset, sampler, chunks,
+                                                               on_device, mesh)):
+      state, summary = train_fn(state, source, xs)
+      summary = jax.device_get(summary)
+      step = first + length
+      if summary["bad_step"] >= 0:
+        bad = [t.name for t, b in zip(tasks, summary["bad_tasks"]) if b]
+        raise NonFiniteLossError(
+            f"non-finite loss at step {int(summary['bad_step'])} in task(s) {bad}; stopped "
+            f"without saving, the last good checkpoint is step {checkpoints.latest_step()}")
+      if step % config.log_every == 0 or step == config.num_steps:
+        rate = (step - window_start) / (time.perf_counter() - window_time)
+        scalars = {f"train/{t.name}/loss": l for t, l in zip(tasks, summary["loss"])}
+        weights = jax.device_get(state.task_weights)
+        scalars.update({f"weight/{t.name}": w for t, w in zip(tasks, weights)})
+        scalars.update({"train/learning_rate": schedule(step - 1), "train/steps_per_s": rate})
+        writer.write_scalars(step, metrics_lib.to_scalars(scalars))
+        window_start, window_time = step, time.perf_counter()
+      if step % config.eval_every == 0 and step < config.num_steps:
+        writer.write_scalars(step, evaluate(eval_fn, state, dataset.val, tasks,
+                                            config.eval_batch_size, mesh, "val"))
+      if step % config.checkpoint_every == 0 or step == config.num_steps or sigterm.raised:
+        checkpoints.save(step, state, run_info)
+      if sigterm.raised:
+        checkpoints.wait()
+        writer.flush()
+        raise Interrupted(step)
+  checkpoints.wait()
+
+  final = {}
+  for split in ("val", "test"):
+    final.update(evaluate(eval_fn, state, getattr(dataset, split), tasks,
+                          config.eval_batch_size, mesh, split))
+  weights = jax.device_get(state.task_weights)
+  final.update({f"weight/{t.name}": float(w) for t, w in zip(tasks, weights)})
+  writer.write_scalars(config.num_steps, final)
+  writer.flush()
+  if is_lead:
+    _write_json(os.path.join(workdir, FINAL_METRICS_FILE), final)
+  checkpoints.close()
+  return final
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  """{"a.b": value} for nested dicts, values as TensorBoard hparams (str for sequences)."""
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+  return out
