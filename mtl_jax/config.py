@@ -138,7 +138,10 @@ def select_tasks(config: ml_collections.ConfigDict, available: tuple[str, ...]) 
   """The task names to train, in the dataset's order unless `config.tasks` orders them."""
   if not config.tasks:
     return tuple(available)
-  requested = (config.tasks,) if isinstance(config.tasks, str) else tuple(config.tasks)
+  items = (config.tasks,) if isinstance(config.tasks, str) else config.tasks
+  # "--config.tasks=digit,parity" on the command line arrives as one comma-separated string.
+  requested = tuple(name.strip() for item in items for name in str(item).split(",")
+                    if name.strip())
   for name in requested:
     if name not in available:
       raise ConfigError(f"unknown task {name!r} in config.tasks; the dataset has {available}")

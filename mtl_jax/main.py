@@ -69,7 +69,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
   except flags.Error as e:
     _fail(_one_line(e))
   except (AttributeError, KeyError) as e:  # an override of a key the config does not have
-    name = str(e).strip("'\"")
+    message = str(e.args[0]) if e.args else str(e)
+    name = message.splitlines()[0].strip("'\"") if message else ""
     for arg in argv:
       if arg.startswith("--config.") and name in arg.split("=", 1)[0].split("."):
         _fail(f"unknown key {arg.split('=', 1)[0][2:]} (in {arg})")
@@ -89,7 +90,11 @@ def main(argv: list[str]) -> None:
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # metrics reach the console through the writer
   from mtl_jax import sharding  # pylint: disable=import-outside-toplevel
-  sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  try:
+    sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                    _PROCESS_ID.value)
+  except ValueError as e:  # a missing or inconsistent --coordinator_address/--num_processes/...
+    _fail(f"multi-process setup: {_one_line(e)}")
 
   from mtl_jax import train  # pylint: disable=import-outside-toplevel
   from mtl_jax.config import ConfigError  # pylint: disable=import-outside-toplevel

@@ -48,6 +48,35 @@ def batch_sharding(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
   return NamedSharding(mesh, P(*([None] * batch_axis), DATA_AXIS))
 
 
+def process_rows(mesh: Mesh, global_batch_size: int) -> slice | np.ndarray:
+  """The rows of a global batch that this process's devices hold, in ascending order.
+
+  `put_global` expects each process's rows in exactly this order. They are read off the
+  sharding rather than assumed to be block `process_index`: a mesh need not place a process's
+  devices side by side (on TPU pods it often does not). A slice when contiguous (the usual
+  case, so indexing with it gives a view), else an index array.
+  """
+  index_map = batch_sharding(mesh).addressable_devices_indices_map((global_batch_size,))
+  rows = sorted({r for (part,) in index_map.values()
+                 for r in range(*part.indices(global_batch_size))})
+  if rows == list(range(rows[0], rows[-1] + 1)):
+    return slice(rows[0], rows[-1] + 1)
+  return np.asarray(rows)
+
+
 def put_global(local: Any, sharding: NamedSharding) -> Any:
-  """Each process's rows of a global batch -> global arrays split over the mesh."""
+  """Each process's rows of a global batch (`process_rows`) -> global arrays over the mesh."""
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local)
+
+
+def any_process(flag: bool) -> bool:
+  """Whether `flag` is set on any process.
+
+  For decisions every process must take at the same step, such as stopping on SIGTERM: a
+  signal reaches each process at its own moment, and a process that stops alone leaves the
+  others waiting in a collective for ever.
+  """
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.int32))))

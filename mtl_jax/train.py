@@ -195,7 +195,7 @@ def evaluate(eval_fn, state: TrainState, split: data_lib.Split, tasks: Sequence[
              batch_size: int, mesh, prefix: str) -> dict[str, float]:
   """{"<prefix>/<task>/<metric>": value} over the whole split (each process its rows)."""
   padded = pad_split(split, tasks, batch_size)
-  rows = data_lib.process_rows(batch_size)
+  rows = data_lib.process_rows(batch_size, mesh)
   sharding = sharding_lib.batch_sharding(mesh)
   total = None
   for start in range(0, len(padded), batch_size):
@@ -283,7 +283,7 @@ def _batches(dataset: data_lib.Dataset, sampler: data_lib.Sampler, chunks, on_de
       yield source, jax.device_put(sampler.indices(range(first, first + length)), index_sharding)
   else:
     sharding = sharding_lib.batch_sharding(mesh, 1)
-    for local in data_lib.host_batches(dataset.train, sampler, chunks):
+    for local in data_lib.host_batches(dataset.train, sampler, chunks, mesh=mesh):
       yield None, sharding_lib.put_global(local, sharding)
 
 
@@ -340,6 +340,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       summary = jax.device_get(summary)
       step = first + length
       if summary["bad_step"] >= 0:
+        checkpoints.wait()  # the last good checkpoint may still be being written
         bad = [t.name for t, b in zip(tasks, summary["bad_tasks"]) if b]
         raise NonFiniteLossError(
             f"non-finite loss at step {int(summary['bad_step'])} in task(s) {bad}; stopped "
@@ -355,9 +356,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       if step % config.eval_every == 0 and step < config.num_steps:
         writer.write_scalars(step, evaluate(eval_fn, state, dataset.val, tasks,
                                             config.eval_batch_size, mesh, "val"))
-      if step % config.checkpoint_every == 0 or step == config.num_steps or sigterm.raised:
+      stop = sharding_lib.any_process(sigterm.raised)  # all processes stop at the same step
+      if step % config.checkpoint_every == 0 or step == config.num_steps or stop:
         checkpoints.save(step, state, run_info)
-      if sigterm.raised:
+      if stop:
         checkpoints.wait()
         writer.flush()
         raise Interrupted(step)

@@ -13,9 +13,10 @@ import functools
 from typing import Iterator, Sequence
 
 import grain
-import jax
+from jax.sharding import Mesh
 import numpy as np
 
+from mtl_jax import sharding as sharding_lib
 from mtl_jax.data.arrays import Split
 
 
@@ -50,20 +51,24 @@ class Sampler:
     return out
 
 
-def process_rows(global_batch_size: int) -> slice:
-  """The rows of a global batch that this process loads and feeds to its local devices."""
-  per_process = global_batch_size // jax.process_count()
-  start = jax.process_index() * per_process
-  return slice(start, start + per_process)
+def process_rows(global_batch_size: int, mesh: Mesh | None = None) -> slice | np.ndarray:
+  """The rows of a global batch that this process loads and feeds to its local devices.
+
+  `mesh` is the mesh the batch is split over (default: every device of every process).
+  """
+  mesh = sharding_lib.make_mesh() if mesh is None else mesh
+  return sharding_lib.process_rows(mesh, global_batch_size)
 
 
 def host_batches(split: Split, sampler: Sampler, chunks: Sequence[tuple[int, int]], *,
-                 num_threads: int = 2, prefetch: int = 2) -> Iterator[dict]:
+                 mesh: Mesh | None = None, num_threads: int = 2,
+                 prefetch: int = 2) -> Iterator[dict]:
   """A grain pipeline yielding, per chunk (first step, length), this process's stacked batches.
 
-  Every leaf has shape [length, local batch, ...]; one element feeds one `lax.scan` dispatch.
+  Every leaf has shape [length, local batch, ...]; one element feeds one `lax.scan` dispatch
+  over `mesh` (default: every device of every process).
   """
-  rows = process_rows(sampler.batch_size)
+  rows = process_rows(sampler.batch_size, mesh)
 
   def load(chunk):
     first, length = chunk

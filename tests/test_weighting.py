@@ -1,0 +1,43 @@
+"""The weighting registry and the fixed-weight methods."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mtl_jax import weighting
+
+
+def _weights(method, num_tasks, losses):
+  state = method.init(num_tasks)
+  w, _ = method.update(state, losses=jnp.asarray(losses), counts=jnp.ones(num_tasks, int),
+                       key=None, step=jnp.int32(0))
+  return np.asarray(w)
+
+
+def test_equal_gives_every_task_weight_one():
+  np.testing.assert_array_equal(_weights(weighting.get("equal"), 3, [1.0, 5.0, 0.1]), [1, 1, 1])
+
+
+def test_manual_gives_the_listed_weights():
+  np.testing.assert_allclose(_weights(weighting.get("manual", weights=[1.0, 0.5]), 2, [3., 4.]),
+                             [1.0, 0.5])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"weights": [1.0, -1.0]}, ">= 0"),
+    ({"weights": [0.0, 0.0]}, "not all 0"),
+    ({"wieghts": [1.0]}, "wieghts"),
+])
+def test_bad_hyperparameters_are_value_errors_naming_them(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    weighting.get("manual", **kwargs)
+
+
+def test_manual_weights_must_match_the_number_of_tasks():
+  with pytest.raises(ValueError, match="2 weights for 3 tasks"):
+    weighting.get("manual", weights=[1.0, 0.5]).init(3)
+
+
+def test_unknown_names_list_the_known_ones():
+  with pytest.raises(ValueError, match=r"unknown weighting 'magic'.*'equal'"):
+    weighting.get("magic")
