@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 from clu import metrics as clu_metrics
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -70,3 +71,21 @@ def task_metrics(tasks: Sequence[Task], outputs: Mapping[str, jnp.ndarray],
     else:
       out[task.name] = {"loss": _average(loss, mask), "mae": _average(jnp.sqrt(loss), mask)}
   return out
+
+
+def task_kpis(tasks: Sequence[Task], outputs: Mapping[str, jnp.ndarray],
+              labels: Mapping[str, jnp.ndarray]) -> jnp.ndarray:
+  """f32[T] batch KPI per task over its labelled examples (0 if none), never differentiated.
+
+  Classification: accuracy in [0, 1]; regression: mean absolute error.
+  """
+  kpis = []
+  for task in tasks:
+    y, pred = labels[task.name], jax.lax.stop_gradient(outputs[task.name])
+    mask = label_mask(task, y)
+    if task.is_classification:
+      value = (pred.argmax(-1) == y).astype(jnp.float32)
+    else:
+      value = jnp.abs(pred[..., 0].astype(jnp.float32) - jnp.where(mask, y, 0))
+    kpis.append(jnp.where(mask, value, 0.0).sum() / jnp.maximum(mask.sum(), 1))
+  return jnp.stack(kpis)

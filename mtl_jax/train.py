@@ -94,13 +94,15 @@ def train_step(setup: Setup, state: TrainState, batch: dict) -> tuple[TrainState
     outputs, _, model_state = _apply(setup, params, state.model_state, batch["inputs"],
                                      train=True, rng=dropout_key)
     losses, counts = losses_lib.task_losses(setup.tasks, outputs, batch["labels"])
-    return losses, (counts, model_state)
+    kpis = losses_lib.task_kpis(setup.tasks, outputs, batch["labels"])
+    return losses, (counts, kpis, model_state)
 
-  losses, backward, (counts, model_state) = jax.vjp(forward, state.params, has_aux=True)
-  weights, weighting_state = setup.weighting.update(
-      state.opt_state.weighting, losses=losses, counts=counts, key=weighting_key,
-      step=state.step)
-  (grads,) = backward(weights.astype(losses.dtype))
+  losses, backward, (counts, kpis, model_state) = jax.vjp(forward, state.params, has_aux=True)
+  inputs = weighting_lib.WeightingInputs(jax.lax.stop_gradient(losses), counts, kpis,
+                                         weighting_key, state.step)
+  weights, weighting_state = setup.weighting.update(state.opt_state.weighting, inputs)
+  weights = jax.lax.stop_gradient(weights).astype(losses.dtype)
+  (grads,) = backward(weights)
   updates, opt_state = setup.tx.update(grads, state.opt_state.optimizer, state.params)
   new_state = state.replace(
       step=state.step + 1, params=optax.apply_updates(state.params, updates),
@@ -170,7 +172,7 @@ def create_train_state(setup: Setup, seed: int, example_inputs: np.ndarray, mesh
     variables = setup.model.init({"params": init_key, "dropout": dropout_key},
                                  jnp.asarray(example_inputs), train=False)
     params = variables.pop("params")
-    opt_state = MultiTaskOptState(setup.weighting.init(len(setup.tasks)),
+    opt_state = MultiTaskOptState(setup.weighting.init(setup.tasks),
                                   setup.tx.init(params))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=dict(variables),
                       opt_state=opt_state, rng=run_key,
@@ -248,21 +250,22 @@ class _SigtermFlag:
 
 
 def build_setup(config: ml_collections.ConfigDict, tasks: tuple[Task, ...],
-                backbone: nn.Module | None = None) -> Setup:
+                backbone: nn.Module | None = None, steps_per_epoch: int | None = None) -> Setup:
   """Model, optimizer and weighting for `tasks` as `config` describes them."""
   model = models.HardParameterSharing(
       tasks=tasks, backbone_spec=models.parse_spec(config.model.backbone),
       shared_layers=models.parse_spec(config.model.shared_layers),
       task_layers=models.parse_spec(config.model.task_layers),
       dropout_rate=config.model.dropout_rate, backbone=backbone)
+  tx = optim.make_optimizer(config.optimizer, config.num_steps)
+  context = {"optimizer": tx, "num_steps": config.num_steps, "steps_per_epoch": steps_per_epoch}
   name = config_lib.weighting_name(config)
   try:
-    weighting = weighting_lib.get(name, **config_lib.weighting_kwargs(config))
-    weighting.init(len(tasks))
+    weighting = weighting_lib.get(name, context=context, **config_lib.weighting_kwargs(config))
+    weighting.init(tasks)
   except ValueError as e:
     raise ConfigError(f"config.weighting: {e}") from None
-  return Setup(model, optim.make_optimizer(config.optimizer, config.num_steps), weighting,
-               tasks)
+  return Setup(model, tx, weighting, tasks)
 
 
 def _write_json(path: str, obj: Any) -> None:
@@ -311,7 +314,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     sampler = data_lib.Sampler(len(dataset.train), config.batch_size, config.seed)
   except ValueError as e:
     raise ConfigError(f"config.batch_size: {e}") from None
-  setup = build_setup(config, tasks, backbone)
+  setup = build_setup(config, tasks, backbone, sampler.steps_per_epoch)
   on_device = config.dataset.data_on_device and jax.process_count() == 1
 
   os.makedirs(workdir, exist_ok=True)

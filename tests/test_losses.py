@@ -109,3 +109,14 @@ def test_metrics_are_masked_like_the_losses():
   labels = jnp.array([0, 1, -1, -1])  # one right, one wrong, two missing
   result = metrics.compute(losses.task_metrics([task], {"t": logits}, {"t": labels}), "val")
   assert result["val/t/accuracy"] == pytest.approx(0.5)
+
+
+def test_kpis_are_masked_accuracy_and_mean_absolute_error():
+  task = Task("t", "classification", ("a", "b"))
+  kpis = losses.task_kpis(
+      (task, VALUE, DIGIT),
+      {"t": jnp.array([[5.0, 0.0], [5.0, 0.0], [0.0, 5.0]]),
+       "value": jnp.array([[1.0], [2.0], [9.0]]), "digit": jnp.zeros((3, 10))},
+      {"t": jnp.array([0, 1, -1]), "value": jnp.array([2.0, 4.0, jnp.nan]),
+       "digit": jnp.full((3,), -1)})
+  np.testing.assert_allclose(kpis, [0.5, 1.5, 0.0])

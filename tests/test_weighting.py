@@ -1,6 +1,5 @@
 """The weighting registry and the fixed-weight methods."""
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -8,9 +7,7 @@ from mtl_jax import weighting
 
 
 def _weights(method, num_tasks, losses):
-  state = method.init(num_tasks)
-  w, _ = method.update(state, losses=jnp.asarray(losses), counts=jnp.ones(num_tasks, int),
-                       key=None, step=jnp.int32(0))
+  w, _ = method.update(method.init(num_tasks), weighting.make_inputs(losses))
   return np.asarray(w)
 
 
@@ -41,3 +38,14 @@ def test_manual_weights_must_match_the_number_of_tasks():
 def test_unknown_names_list_the_known_ones():
   with pytest.raises(ValueError, match=r"unknown weighting 'magic'.*'equal'"):
     weighting.get("magic")
+
+
+def test_run_facts_reach_only_the_methods_that_declare_them():
+  def make(scale=1.0, optimizer=None):
+    return scale, optimizer
+  weighting.REGISTRY["_probe"] = make
+  try:
+    assert weighting.get("_probe", context={"optimizer": "tx", "num_steps": 9}) == (1.0, "tx")
+    assert weighting.get("_probe", context={"optimizer": "tx"}, optimizer="mine") == (1.0, "mine")
+  finally:
+    del weighting.REGISTRY["_probe"]

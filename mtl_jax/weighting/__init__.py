@@ -1,31 +1,44 @@
 """Task-weighting methods, found by name: `get("equal")`, `get("manual", weights=(1, .5))`.
 
 To add a method: write `mtl_jax/weighting/<name>.py` with a `make(**hyperparameters)` that
-returns a `Weighting`, and add one line to REGISTRY.
+returns a `Weighting` (see base.py), and add one line to REGISTRY.
+
+A `make` may also declare run facts among its parameters; `get` fills them from `context`
+unless given explicitly: `optimizer` (the run's optax transformation, for methods with
+learnable parameters), `steps_per_epoch` and `num_steps`.
 """
 
 from __future__ import annotations
 
+import inspect
+from typing import Any, Mapping
+
 from mtl_jax.weighting import equal, manual
-from mtl_jax.weighting.base import Weighting
+from mtl_jax.weighting.base import Weighting, WeightingInputs, make_inputs
 
 REGISTRY = {
     "equal": equal.make,
     "manual": manual.make,
 }
 
+CONTEXT_KEYS = ("optimizer", "steps_per_epoch", "num_steps")
 
-def get(name: str, **kwargs) -> Weighting:
-  """The method registered as `name`, built with its hyper-parameters `kwargs`.
+
+def get(name: str, *, context: Mapping[str, Any] | None = None, **hyperparameters) -> Weighting:
+  """The method registered as `name`, built with `hyperparameters` and the run's `context`.
 
   Raises ValueError naming the problem: an unknown name or a bad hyper-parameter.
   """
   if name not in REGISTRY:
     raise ValueError(f"unknown weighting {name!r}; known: {sorted(REGISTRY)}")
+  make = REGISTRY[name]
+  accepted = inspect.signature(make).parameters
+  kwargs = {k: v for k, v in (context or {}).items()
+            if k in accepted and k not in hyperparameters}
   try:
-    return REGISTRY[name](**kwargs)
+    return make(**hyperparameters, **kwargs)
   except TypeError as e:
     raise ValueError(f"weighting {name!r}: {e}") from None
 
 
-__all__ = ["REGISTRY", "Weighting", "get"]
+__all__ = ["CONTEXT_KEYS", "REGISTRY", "Weighting", "WeightingInputs", "get", "make_inputs"]

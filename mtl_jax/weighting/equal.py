@@ -6,21 +6,21 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from mtl_jax.weighting.base import Weighting
+from mtl_jax.weighting.base import Weighting, WeightingInputs, task_kinds
 
 
 class EqualState(NamedTuple):
-  """Equal weighting keeps only the number of tasks, as a shaped array."""
   weights: jnp.ndarray  # f32[T], all ones
 
 
 def make() -> Weighting:
   """w_i = 1 for every task i."""
 
-  def init(num_tasks: int) -> EqualState:
-    return EqualState(jnp.ones((num_tasks,), jnp.float32))
+  def init(tasks) -> EqualState:
+    return EqualState(jnp.ones((len(task_kinds(tasks)),), jnp.float32))
 
-  def update(state: EqualState, **_):
+  def update(state: EqualState, inputs: WeightingInputs):
+    del inputs
     return state.weights, state
 
   return Weighting(init, update)

@@ -6,7 +6,7 @@ from typing import NamedTuple, Sequence
 
 import jax.numpy as jnp
 
-from mtl_jax.weighting.base import Weighting
+from mtl_jax.weighting.base import Weighting, WeightingInputs, task_kinds
 
 
 class ManualState(NamedTuple):
@@ -19,12 +19,14 @@ def make(weights: Sequence[float]) -> Weighting:
   if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
     raise ValueError(f"manual task weights must be >= 0 and not all 0, got {weights}")
 
-  def init(num_tasks: int) -> ManualState:
+  def init(tasks) -> ManualState:
+    num_tasks = len(task_kinds(tasks))
     if num_tasks != len(weights):
       raise ValueError(f"manual weighting has {len(weights)} weights for {num_tasks} tasks")
     return ManualState(jnp.asarray(weights, jnp.float32))
 
-  def update(state: ManualState, **_):
+  def update(state: ManualState, inputs: WeightingInputs):
+    del inputs
     return state.weights, state
 
   return Weighting(init, update)
