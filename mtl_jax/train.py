@@ -9,6 +9,7 @@ import signal
 import time
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
+from absl import logging
 import flax
 import flax.linen as nn
 import jax
@@ -323,6 +324,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   state = create_train_state(setup, config.seed, dataset.train.inputs[:1], mesh)
   state = checkpoints.restore(state, run_info) or state
   start = int(state.step)
+  if start:
+    logging.info("Resuming from the checkpoint of step %d in %s", start, workdir)
   is_lead = jax.process_index() == 0
   if is_lead:
     _write_json(os.path.join(workdir, "run.json"), run_info)

@@ -114,3 +114,27 @@ def test_dispatches_end_on_every_logging_evaluation_and_checkpoint_step():
   assert train.dispatch_chunks(0, 10, 4, (5,)) == [(0, 4), (4, 1), (5, 4), (9, 1)]
   # a resumed run replays exactly the chunks of the uninterrupted one
   assert train.dispatch_chunks(5, 10, 4, (5,)) == train.dispatch_chunks(0, 10, 4, (5,))[2:]
+
+
+def _weighting_kwargs(name):
+  return {"manual": {"weights": (1.0, 0.5, 0.5)}}.get(name, {})
+
+
+@pytest.mark.parametrize("name", sorted(mj.weighting.REGISTRY))
+def test_resuming_from_a_middle_checkpoint_is_exact_for_every_weighting(tmp_path, tiny_config,
+                                                                        name, caplog):
+  """A run restarted from its step-40 checkpoint ends exactly like the uninterrupted run."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  tiny_config.weighting = name
+  tiny_config.weighting_kwargs = _weighting_kwargs(name)
+  tiny_config.dataset.missing_fraction = 0.4
+  tiny_config.num_steps, tiny_config.steps_per_dispatch = 80, 10
+  tiny_config.log_every = tiny_config.eval_every = tiny_config.checkpoint_every = 40
+  full = mj.train_and_evaluate(tiny_config, str(tmp_path / "full"))
+  (tmp_path / "resumed" / "checkpoints").mkdir(parents=True)
+  shutil.copytree(tmp_path / "full" / "checkpoints" / "40",
+                  tmp_path / "resumed" / "checkpoints" / "40")
+  with caplog.at_level("INFO", logger="absl"):
+    resumed = mj.train_and_evaluate(tiny_config, str(tmp_path / "resumed"))
+  assert "Resuming from the checkpoint of step 40" in caplog.text
+  assert resumed == full
