@@ -19,19 +19,42 @@ def default_config() -> ml_collections.ConfigDict:
   """Every key the library reads, with its default."""
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.notes = ""                         # free text, saved in run.json and shown in TensorBoard
 
   c.dataset = ml_collections.ConfigDict()
-  c.dataset.name = "digits"            # a built-in dataset: see mtl_jax.data.BUILTIN
+  c.dataset.name = "digits"            # a built-in dataset (mtl_jax.data.BUILTIN) or "images"
   c.dataset.split_seed = 0             # the train/val/test split is a function of this
   c.dataset.missing_fraction = 0.0     # blank this fraction of each task's training labels
   c.dataset.data_on_device = True      # in-memory data: keep it on the devices, index on device
   c.tasks = ()                         # which of the dataset's tasks to train; () = all
+
+  # dataset.name = "images": image files listed in CSVs, trained by mtl_jax.trainer.
+  c.images = ml_collections.ConfigDict()
+  c.images.train_csv = ""              # a file-path column + one column per task; "" = generate
+  c.images.val_csv = ""                # the same columns; empty cells are missing labels
+  c.images.generate_shapes = 0         # no train_csv: draw this many make_shapes images first
+  c.images.filepaths = "filepath"      # the name of the file-path column
+  c.images.task_types = ml_collections.ConfigDict()  # {task: "regression"}; others classify
+  c.images.imshape = (64, 64)          # (height, width) every image is resized to
+  c.images.num_channels = 3
+  c.images.norm = 255.0                # pixel values are divided by this
+  c.images.single_channel = False      # read one channel and repeat it num_channels times
+  c.images.balance_probs = True        # resample each epoch so every task gets as many labels
+  c.images.shuffle = True              # False: each epoch's examples in file order
+  c.images.num_workers = 4             # decoding threads
+  c.images.skip_bad_files = False      # drop unreadable files with a warning (else an error)
+  c.images.downstream_csv = ""         # filepath,label CSV: linear-probe accuracy at each eval
 
   c.model = ml_collections.ConfigDict()
   c.model.backbone = ()                # layer spec of the backbone, e.g. (256,)
   c.model.shared_layers = (256,)       # layer spec of the shared trunk after the backbone
   c.model.task_layers = (64,)          # layer spec of every head's hidden layers
   c.model.dropout_rate = 0.0           # rate of every "d" layer
+  c.model.global_pooling = "max"       # how heads pool image features: max | average
+  c.model.backbone_path = ""           # a backbone saved by mj.save_backbone replaces the spec
+  c.model.train_backbone = True        # False: the backbone is frozen (inference mode, no grad)
+
+  c.augment = ml_collections.ConfigDict()  # on-device image augmentation (mtl_jax.augment)
 
   c.weighting = "equal"                # a name registered in mtl_jax.weighting
   c.weighting_kwargs = ml_collections.ConfigDict()  # hyper-parameters of that method
@@ -43,13 +66,15 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer.momentum = 0.9           # sgd only
   c.optimizer.nesterov = False         # sgd only
   c.optimizer.weight_decay = 0.0       # decoupled for adamw, added to the gradient for sgd/adam
-  c.optimizer.schedule = "cosine"      # constant | cosine
+  c.optimizer.schedule = "cosine"      # constant | cosine | exponential
+  c.optimizer.half_life = 0.0          # exponential: steps over which the rate halves
   c.optimizer.warmup_steps = 0
   c.optimizer.grad_clip_norm = 0.0     # 0 = no clipping
 
   c.batch_size = 128                   # global batch, split over every device
   c.eval_batch_size = 512
   c.num_steps = 2000
+  c.num_epochs = 0                     # > 0: train this many epochs instead of num_steps
   c.steps_per_dispatch = 50            # train steps run by one jit call (lax.scan)
   c.log_every = 100
   c.eval_every = 500
@@ -59,7 +84,14 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 _OPTIMIZERS = ("adam", "adamw", "sgd")
-_SCHEDULES = ("constant", "cosine")
+_SCHEDULES = ("constant", "cosine", "exponential")
+_POOLINGS = ("max", "average")
+IMAGES = "images"
+
+
+# Blocks whose keys are free-form, checked by their readers (the weighting method's signature,
+# mtl_jax.augment.resolve, the task names).
+_FREE_FORM = ("weighting_kwargs", "augment", "task_types")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -78,7 +110,7 @@ def complete(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def _merge_into(target: ml_collections.ConfigDict, source) -> None:
   for key in source.keys():
     value = source[key]
-    if key == "weighting_kwargs":
+    if key in _FREE_FORM:
       target[key] = ml_collections.ConfigDict(dict(value))
     elif isinstance(value, (ml_collections.ConfigDict, dict)):
       _merge_into(target[key], value)
@@ -110,6 +142,15 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
            f"unknown config.optimizer.schedule {config.optimizer.schedule!r}; "
            f"known: {_SCHEDULES}")
   _require(config.optimizer.learning_rate > 0, "config.optimizer.learning_rate must be > 0")
+  _require(config.optimizer.schedule != "exponential" or config.optimizer.half_life > 0,
+           "config.optimizer.half_life must be > 0 for the exponential schedule")
+  _require(config.num_epochs >= 0, f"config.num_epochs must be >= 0, got {config.num_epochs}")
+  _require(config.model.global_pooling in _POOLINGS,
+           f"config.model.global_pooling must be one of {_POOLINGS}, "
+           f"got {config.model.global_pooling!r}")
+  _validate_augment(config)
+  if config.dataset.name == IMAGES:
+    _validate_images(config.images)
   for key in ("backbone", "shared_layers", "task_layers"):
     try:
       models.parse_spec(config.model[key])
@@ -118,6 +159,30 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
   name = weighting_name(config)
   if name not in weighting.REGISTRY:
     raise ConfigError(f"unknown config.weighting {name!r}; known: {sorted(weighting.REGISTRY)}")
+
+
+def _validate_augment(config: ml_collections.ConfigDict) -> None:
+  from mtl_jax import augment  # pylint: disable=import-outside-toplevel
+  try:
+    augment.resolve(config.augment.to_dict())
+  except ValueError as e:
+    raise ConfigError(f"config.augment: {e}") from None
+
+
+def _validate_images(images: ml_collections.ConfigDict) -> None:
+  """The `config.images` block; the CSVs themselves are checked when they are read."""
+  shape = tuple(images.imshape)
+  _require(len(shape) == 2 and all(isinstance(d, int) and d > 0 for d in shape),
+           f"config.images.imshape must be two positive ints (height, width), got {shape}")
+  _require(images.num_channels > 0,
+           f"config.images.num_channels must be positive, got {images.num_channels}")
+  _require(images.norm > 0, f"config.images.norm must be > 0, got {images.norm}")
+  _require(images.num_workers > 0,
+           f"config.images.num_workers must be positive, got {images.num_workers}")
+  _require(bool(images.train_csv) or images.generate_shapes > 0,
+           "config.images.train_csv is required (or config.images.generate_shapes > 0)")
+  _require(bool(images.train_csv) == bool(images.val_csv),
+           "give both config.images.train_csv and config.images.val_csv, or neither")
 
 
 def weighting_name(config: ml_collections.ConfigDict) -> str:
@@ -154,8 +219,8 @@ def _check_known_keys(config, reference, prefix="config") -> None:
   for key in config.keys():
     if key not in reference:
       raise ConfigError(f"unknown key {prefix}.{key}")
-    if key == "weighting_kwargs":
-      continue  # free-form: checked by the weighting method's own signature
+    if key in _FREE_FORM:
+      continue  # free-form: checked by the method that reads it
     value, ref = config[key], reference[key]
     if isinstance(ref, ml_collections.ConfigDict):
       if not isinstance(value, (ml_collections.ConfigDict, dict)):

@@ -6,15 +6,19 @@ import optax
 
 
 def learning_rate_schedule(opt_config, num_steps: int) -> optax.Schedule:
-  """Linear warm-up to `learning_rate`, then constant or cosine decay to 0 at `num_steps`."""
+  """Linear warm-up to `learning_rate`, then constant, cosine decay to 0 at `num_steps`, or
+  exponential decay halving every `half_life` steps (smoothly, not in stairs)."""
   peak, warmup = opt_config.learning_rate, opt_config.warmup_steps
   if opt_config.schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(0.0 if warmup else peak, peak, warmup,
                                               max(num_steps, warmup + 1))
+  if opt_config.schedule == "exponential":
+    after = optax.exponential_decay(peak, opt_config.half_life, 0.5)
+  else:
+    after = optax.constant_schedule(peak)
   if warmup:
-    return optax.join_schedules(
-        [optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak)], [warmup])
-  return optax.constant_schedule(peak)
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
+  return after
 
 
 def make_optimizer(opt_config, num_steps: int) -> optax.GradientTransformation:

@@ -1,13 +1,21 @@
-"""Training: the TrainState, the jit-compiled multi-step train function, evaluation, the loop."""
+"""Training: the TrainState, the jit-compiled train step, evaluation, data sources, the loop.
+
+The loop (`run`) is shared by every data source: `ArrayData` (in-memory arrays, K steps per
+dispatch in a `lax.scan`) and `StreamData` (host batches such as decoded image files, one
+jitted step per batch). `train_and_evaluate` runs it on in-memory datasets;
+`mtl_jax.trainer.MultiTaskTrainer` runs it on image files.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import json
 import os
 import signal
 import time
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol, Sequence
 
 from absl import logging
 import flax
@@ -18,6 +26,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from mtl_jax import augment as augment_lib
 from mtl_jax import checkpoint as checkpoint_lib
 from mtl_jax import config as config_lib
 from mtl_jax import data as data_lib
@@ -28,6 +37,7 @@ from mtl_jax import optim
 from mtl_jax import sharding as sharding_lib
 from mtl_jax import weighting as weighting_lib
 from mtl_jax.config import ConfigError
+from mtl_jax.models import backbones
 from mtl_jax.tasks import Task
 
 FINAL_METRICS_FILE = "final_metrics.json"
@@ -47,6 +57,12 @@ class TrainState(flax.struct.PyTreeNode):
   opt_state: MultiTaskOptState
   rng: jnp.ndarray          # u32[2], the run's key; step keys are fold_in(rng, step)
   task_weights: jnp.ndarray  # f32[T], the weights the last step used
+  frozen: Any = flax.struct.field(default_factory=dict)  # a frozen backbone's variables, or {}
+
+  @property
+  def variables(self) -> dict:
+    """The model's variables: params, other collections, the frozen backbone grafted in."""
+    return backbones.graft({"params": self.params, **self.model_state}, self.frozen)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -63,25 +79,40 @@ class Interrupted(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-  """The static pieces of a run: model, optimizer, weighting and tasks."""
+  """The static pieces of a run: model, optimizer, weighting, tasks and augmentation.
+
+  `augment(key, inputs) -> inputs` (or None) runs inside the train step, on the devices,
+  never at evaluation.
+  """
   model: nn.Module
   tx: optax.GradientTransformation
   weighting: weighting_lib.Weighting
   tasks: tuple[Task, ...]
+  augment: augment_lib.AugmentFn | None = None
 
 
 # ----------------------------------------------------------------------------------------------
 # The step.
 
 
-def _apply(setup: Setup, params, model_state, inputs, *, train: bool, rng=None):
-  """The model's outputs, representation and updated non-parameter collections."""
-  variables = {"params": params, **model_state}
+# fold_in(step key, AUGMENT_STREAM) keys the step's augmentation.
+AUGMENT_STREAM = 1
+
+
+def _apply(setup: Setup, params, model_state, frozen, inputs, *, train: bool, rng=None):
+  """The model's outputs, representation and updated non-parameter collections.
+
+  The frozen backbone's variables come in as constants; whatever the model writes to them (a
+  backbone that updates batch statistics whatever `train` says) is dropped.
+  """
+  variables = backbones.graft({"params": params, **model_state}, frozen)
   rngs = {"dropout": rng} if rng is not None else None
-  if model_state and train:
-    (outputs, rep), new_state = setup.model.apply(variables, inputs, train=True, rngs=rngs,
-                                                  mutable=list(model_state))
-    return outputs, rep, new_state
+  mutable = [c for c in variables if c != "params"]
+  if mutable and train:
+    (outputs, rep), written = setup.model.apply(variables, inputs, train=True, rngs=rngs,
+                                                mutable=mutable)
+    new_state, _ = backbones.split(written) if frozen else (written, None)
+    return outputs, rep, {c: new_state[c] for c in model_state}
   outputs, rep = setup.model.apply(variables, inputs, train=train, rngs=rngs)
   return outputs, rep, model_state
 
@@ -90,9 +121,12 @@ def train_step(setup: Setup, state: TrainState, batch: dict) -> tuple[TrainState
   """One step: forward, per-task losses, weights, one backward with the weights as cotangent."""
   step_key = jax.random.fold_in(state.rng, state.step)
   dropout_key, weighting_key = jax.random.split(step_key)
+  inputs = batch["inputs"]
+  if setup.augment is not None:
+    inputs = setup.augment(jax.random.fold_in(step_key, AUGMENT_STREAM), inputs)
 
   def forward(params):
-    outputs, _, model_state = _apply(setup, params, state.model_state, batch["inputs"],
+    outputs, _, model_state = _apply(setup, params, state.model_state, state.frozen, inputs,
                                      train=True, rng=dropout_key)
     losses, counts = losses_lib.task_losses(setup.tasks, outputs, batch["labels"])
     kpis = losses_lib.task_kpis(setup.tasks, outputs, batch["labels"])
@@ -149,15 +183,27 @@ def make_train_fn(setup: Setup, mesh, *, on_device: bool) -> Callable:
                  out_shardings=(replicated, replicated), donate_argnums=(0,))
 
 
-def make_eval_fn(setup: Setup, mesh) -> Callable:
-  """jit(params, model_state, batch) -> {task: {metric: clu Average}} over the batch."""
+def make_step_fn(setup: Setup, mesh) -> Callable:
+  """jit(state, batch) -> (state, losses f32[T]): one train step on one global batch.
 
-  def run(params, model_state, batch):
-    outputs, _, _ = _apply(setup, params, model_state, batch["inputs"], train=False)
+  For convolutional models fed from the host: XLA:CPU runs a convolution's weight gradient
+  inside a `lax.scan` body without its fast kernel, ~50x slower (jax-ml/jax#12868).
+  """
+  replicated = sharding_lib.replicated(mesh)
+  return jax.jit(functools.partial(train_step, setup),
+                 in_shardings=(replicated, sharding_lib.batch_sharding(mesh)),
+                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+def make_eval_fn(setup: Setup, mesh) -> Callable:
+  """jit(variables, batch) -> {task: {metric: clu Average}} over the batch."""
+
+  def run(variables, batch):
+    outputs, _ = setup.model.apply(variables, batch["inputs"], train=False)
     return losses_lib.task_metrics(setup.tasks, outputs, batch["labels"])
 
   replicated = sharding_lib.replicated(mesh)
-  return jax.jit(run, in_shardings=(replicated, replicated, sharding_lib.batch_sharding(mesh)),
+  return jax.jit(run, in_shardings=(replicated, sharding_lib.batch_sharding(mesh)),
                  out_shardings=replicated)
 
 
@@ -165,21 +211,33 @@ def make_eval_fn(setup: Setup, mesh) -> Callable:
 # State, evaluation and the schedule of dispatches.
 
 
-def create_train_state(setup: Setup, seed: int, example_inputs: np.ndarray, mesh) -> TrainState:
-  """A fresh, replicated TrainState; shapes come from `example_inputs` [B, ...]."""
+def create_train_state(setup: Setup, seed: int, example_inputs: np.ndarray, mesh,
+                       backbone_variables: dict | None = None) -> TrainState:
+  """A fresh, replicated TrainState; shapes come from `example_inputs` [B, ...].
 
-  def init(rng):
+  `backbone_variables` (e.g. pretrained) replace the backbone's fresh ones; they must have
+  its structure (`mtl_jax.models.backbones.feature_shape` checks). A model with
+  `freeze_backbone` keeps them in `TrainState.frozen`, out of the trained params.
+  """
+
+  def init(rng, backbone_variables):
     init_key, dropout_key, run_key = jax.random.split(rng, 3)
     variables = setup.model.init({"params": init_key, "dropout": dropout_key},
                                  jnp.asarray(example_inputs), train=False)
+    if backbone_variables is not None:
+      variables = backbones.graft(variables, backbone_variables)
+    frozen = {}
+    if getattr(setup.model, "freeze_backbone", False):
+      variables, frozen = backbones.split(variables)
     params = variables.pop("params")
     opt_state = MultiTaskOptState(setup.weighting.init(setup.tasks),
                                   setup.tx.init(params))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=dict(variables),
                       opt_state=opt_state, rng=run_key,
-                      task_weights=jnp.zeros((len(setup.tasks),), jnp.float32))
+                      task_weights=jnp.zeros((len(setup.tasks),), jnp.float32), frozen=frozen)
 
-  return jax.jit(init, out_shardings=sharding_lib.replicated(mesh))(jax.random.PRNGKey(seed))
+  return jax.jit(init, out_shardings=sharding_lib.replicated(mesh))(jax.random.PRNGKey(seed),
+                                                                    backbone_variables)
 
 
 def pad_split(split: data_lib.Split, tasks: Sequence[Task], multiple: int) -> data_lib.Split:
@@ -194,18 +252,30 @@ def pad_split(split: data_lib.Split, tasks: Sequence[Task], multiple: int) -> da
   return data_lib.Split(inputs, labels)
 
 
-def evaluate(eval_fn, state: TrainState, split: data_lib.Split, tasks: Sequence[Task],
-             batch_size: int, mesh, prefix: str) -> dict[str, float]:
-  """{"<prefix>/<task>/<metric>": value} over the whole split (each process its rows)."""
+def split_batches(split: data_lib.Split, tasks: Sequence[Task], batch_size: int,
+                  mesh) -> Iterator[dict]:
+  """This process's rows of each global batch of `split`, the last one padded (labels missing)."""
   padded = pad_split(split, tasks, batch_size)
   rows = data_lib.process_rows(batch_size, mesh)
-  sharding = sharding_lib.batch_sharding(mesh)
-  total = None
   for start in range(0, len(padded), batch_size):
-    index = np.arange(start, start + batch_size)[rows]
-    batch = sharding_lib.put_global(padded.batch(index), sharding)
-    total = metrics_lib.merge(total, eval_fn(state.params, state.model_state, batch))
+    yield padded.batch(np.arange(start, start + batch_size)[rows])
+
+
+def evaluate(eval_fn, state: TrainState, batches: Iterable[dict], mesh,
+             prefix: str) -> dict[str, float]:
+  """{"<prefix>/<task>/<metric>": value} over `batches` (this process's rows of each)."""
+  sharding = sharding_lib.batch_sharding(mesh)
+  variables, total = state.variables, None
+  for local in batches:
+    batch = sharding_lib.put_global(local, sharding)
+    total = metrics_lib.merge(total, eval_fn(variables, batch))
   return metrics_lib.compute(jax.device_get(total), prefix)
+
+
+def weight_metrics(state: TrainState, tasks: Sequence[Task]) -> dict[str, float]:
+  """{"weight/<task>": w}: the task weights of the last step."""
+  weights = jax.device_get(state.task_weights)
+  return {f"weight/{t.name}": float(w) for t, w in zip(tasks, weights)}
 
 
 def dispatch_chunks(start: int, stop: int, max_length: int,
@@ -252,12 +322,13 @@ class _SigtermFlag:
 
 def build_setup(config: ml_collections.ConfigDict, tasks: tuple[Task, ...],
                 backbone: nn.Module | None = None, steps_per_epoch: int | None = None) -> Setup:
-  """Model, optimizer and weighting for `tasks` as `config` describes them."""
+  """Model, optimizer, weighting and augmentation for `tasks` as `config` describes them."""
   model = models.HardParameterSharing(
       tasks=tasks, backbone_spec=models.parse_spec(config.model.backbone),
       shared_layers=models.parse_spec(config.model.shared_layers),
       task_layers=models.parse_spec(config.model.task_layers),
-      dropout_rate=config.model.dropout_rate, backbone=backbone)
+      dropout_rate=config.model.dropout_rate, global_pooling=config.model.global_pooling,
+      backbone=backbone, freeze_backbone=not config.model.train_backbone)
   tx = optim.make_optimizer(config.optimizer, config.num_steps)
   context = {"optimizer": tx, "num_steps": config.num_steps, "steps_per_epoch": steps_per_epoch}
   name = config_lib.weighting_name(config)
@@ -266,7 +337,10 @@ def build_setup(config: ml_collections.ConfigDict, tasks: tuple[Task, ...],
     weighting.init(tasks)
   except ValueError as e:
     raise ConfigError(f"config.weighting: {e}") from None
-  return Setup(model, tx, weighting, tasks)
+  # Pixels of 8-bit images (and of 16-bit ones, scaled alike) lie in [0, 255 / norm].
+  augment = augment_lib.make_augment(config.augment.to_dict(),
+                                     value_range=(0.0, 255.0 / config.images.norm))
+  return Setup(model, tx, weighting, tasks, augment)
 
 
 def _write_json(path: str, obj: Any) -> None:
@@ -276,73 +350,144 @@ def _write_json(path: str, obj: Any) -> None:
   os.replace(tmp, path)
 
 
-def _batches(dataset: data_lib.Dataset, sampler: data_lib.Sampler, chunks, on_device: bool,
-             mesh) -> Iterator[tuple[Any, Any]]:
-  """(source, xs) for each chunk: device-side indices, or host batches from a grain pipeline."""
-  if on_device:
-    source = jax.device_put(dataset.train.batch(np.arange(len(dataset.train))),
-                            sharding_lib.replicated(mesh))
-    index_sharding = sharding_lib.batch_sharding(mesh, 1)
-    for first, length in chunks:
-      yield source, jax.device_put(sampler.indices(range(first, first + length)), index_sharding)
-  else:
-    sharding = sharding_lib.batch_sharding(mesh, 1)
-    for local in data_lib.host_batches(dataset.train, sampler, chunks, mesh=mesh):
-      yield None, sharding_lib.put_global(local, sharding)
+# ----------------------------------------------------------------------------------------------
+# Data sources: where the batches of a dispatch come from, and how it runs them.
+
+Dispatch = Callable[[TrainState], tuple[TrainState, dict]]
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       data: data_lib.Dataset | None = None,
-                       backbone: nn.Module | None = None,
-                       mesh=None) -> dict[str, float]:
-  """Trains as `config` says, resuming from `workdir`'s checkpoints; returns the final metrics.
+class TrainData(Protocol):
+  """Training batches for the loop: `dispatches` turns each (first step, length) chunk into a
+  function state -> (state, `summarize` of its losses), consumed in order."""
 
-  `data` replaces the built-in dataset `config.dataset.name` (see `mtl_jax.data.from_arrays`),
-  `backbone` the spec-built backbone, `mesh` the mesh over every device. The final metrics,
-  also written to `<workdir>/final_metrics.json`, are "<split>/<task>/<metric>" for val and
-  test, and "weight/<task>", the task weights of the last step.
+  @property
+  def steps_per_epoch(self) -> int: ...
+
+  def example_inputs(self) -> np.ndarray:
+    """One input f32[1, ...], for the model's shapes."""
+
+  def dispatches(self, setup: Setup, mesh,
+                 chunks: Sequence[tuple[int, int]]) -> Iterator[Dispatch]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayData:
+  """An in-memory split, K steps per dispatch in one `lax.scan`.
+
+  `on_device`: the whole split sits on the devices and each step gathers its batch by index;
+  otherwise a grain pipeline stacks each process's rows of the K batches on the host.
   """
-  config = config_lib.complete(config)
-  mesh = sharding_lib.make_mesh() if mesh is None else mesh
-  config_lib.validate(config, num_devices=mesh.size)
-  if data is None:
-    dataset = data_lib.load(config.dataset)
-  else:
-    dataset = data.blank_train_labels(config.dataset.missing_fraction, config.dataset.split_seed)
-  dataset = dataset.select(config_lib.select_tasks(config, dataset.task_names))
-  tasks = dataset.tasks
-  try:
-    sampler = data_lib.Sampler(len(dataset.train), config.batch_size, config.seed)
-  except ValueError as e:
-    raise ConfigError(f"config.batch_size: {e}") from None
-  setup = build_setup(config, tasks, backbone, sampler.steps_per_epoch)
-  on_device = config.dataset.data_on_device and jax.process_count() == 1
+  split: data_lib.Split
+  sampler: data_lib.Sampler
+  on_device: bool
 
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.sampler.steps_per_epoch
+
+  def example_inputs(self) -> np.ndarray:
+    return self.split.inputs[:1]
+
+  def dispatches(self, setup: Setup, mesh, chunks) -> Iterator[Dispatch]:
+    train_fn = make_train_fn(setup, mesh, on_device=self.on_device)
+    for source, xs in self._inputs(chunks, mesh):
+      yield lambda state, source=source, xs=xs: train_fn(state, source, xs)
+
+  def _inputs(self, chunks, mesh) -> Iterator[tuple[Any, Any]]:
+    """(source, xs) for each chunk: device-side indices, or host batches from a grain pipeline."""
+    if self.on_device:
+      source = jax.device_put(self.split.batch(np.arange(len(self.split))),
+                              sharding_lib.replicated(mesh))
+      index_sharding = sharding_lib.batch_sharding(mesh, 1)
+      for first, length in chunks:
+        yield source, jax.device_put(self.sampler.indices(range(first, first + length)),
+                                     index_sharding)
+    else:
+      sharding = sharding_lib.batch_sharding(mesh, 1)
+      for local in data_lib.host_batches(self.split, self.sampler, chunks, mesh=mesh):
+        yield None, sharding_lib.put_global(local, sharding)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamData:
+  """Host batches (e.g. decoded image files), one jitted step per batch (`make_step_fn`).
+
+  Attributes:
+    batches: steps -> an iterator over this process's rows of each step's global batch, in
+      order (a pure function of the step, so a resumed run gets the same batches).
+    example: one input f32[1, ...].
+    steps_per_epoch: global batches per epoch.
+  """
+  batches: Callable[[Sequence[int]], Iterator[dict]]
+  example: np.ndarray
+  steps_per_epoch: int
+
+  def example_inputs(self) -> np.ndarray:
+    return self.example
+
+  def dispatches(self, setup: Setup, mesh, chunks) -> Iterator[Dispatch]:
+    if not chunks:
+      return
+    step_fn = make_step_fn(setup, mesh)
+    summarize_fn = jax.jit(summarize, out_shardings=sharding_lib.replicated(mesh))
+    sharding = sharding_lib.batch_sharding(mesh)
+    batches = self.batches(range(chunks[0][0], sum(chunks[-1])))
+
+    def dispatch(state, first, length):
+      losses = []
+      for local in itertools.islice(batches, length):
+        state, loss = step_fn(state, sharding_lib.put_global(local, sharding))
+        losses.append(loss)
+      return state, summarize_fn(jnp.stack(losses), jnp.int32(first))
+
+    for first, length in chunks:
+      yield functools.partial(dispatch, first=first, length=length)
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop.
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: TrainData,
+        state: TrainState, *, mesh, run_info: dict,
+        evaluate_periodic: Callable[[TrainState], dict[str, float]],
+        evaluate_final: Callable[[TrainState], dict[str, float]]) -> tuple[TrainState, dict]:
+  """Trains `state` up to step `config.num_steps`; returns it and the final metrics.
+
+  Resumes from `workdir`'s latest checkpoint when that is ahead of `state`. Logs per-task
+  losses, weights and the learning rate every `log_every` steps, `evaluate_periodic` every
+  `eval_every` steps, checkpoints every `checkpoint_every` steps; at the end writes
+  `evaluate_final` plus "weight/<task>" to the writers and `<workdir>/final_metrics.json`.
+  `run_info` (tasks, config, ...) goes to `<workdir>/run.json` and into every checkpoint.
+
+  Raises:
+    NonFiniteLossError: a loss became NaN or Inf (the last good checkpoint stays).
+    Interrupted: SIGTERM arrived; the state was checkpointed first.
+  """
+  tasks = setup.tasks
   os.makedirs(workdir, exist_ok=True)
-  run_info = {"tasks": [t.to_json() for t in tasks], "config": config.to_dict()}
   checkpoints = checkpoint_lib.Checkpointer(workdir, config.keep_checkpoints)
-  state = create_train_state(setup, config.seed, dataset.train.inputs[:1], mesh)
-  state = checkpoints.restore(state, run_info) or state
+  saved = checkpoints.latest_step()
+  if saved is not None and saved > int(state.step):
+    state = checkpoints.restore(state, run_info)
+    logging.info("Resuming from the checkpoint of step %d in %s", saved, workdir)
   start = int(state.step)
-  if start:
-    logging.info("Resuming from the checkpoint of step %d in %s", start, workdir)
   is_lead = jax.process_index() == 0
   if is_lead:
     _write_json(os.path.join(workdir, "run.json"), run_info)
   writer = metrics_lib.create_writer(workdir)
   if start == 0:
-    writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
+    writer.write_hparams(_flatten(config.to_dict()))
+    if config.notes:
+      writer.write_texts(0, {"notes": config.notes})
   schedule = optim.learning_rate_schedule(config.optimizer, config.num_steps)
-  train_fn = make_train_fn(setup, mesh, on_device=on_device)
-  eval_fn = make_eval_fn(setup, mesh)
 
   chunks = dispatch_chunks(start, config.num_steps, config.steps_per_dispatch,
                            (config.log_every, config.eval_every, config.checkpoint_every))
   window_start, window_time = start, time.perf_counter()
   with _SigtermFlag() as sigterm:
-    for (first, length), (source, xs) in zip(chunks, _batches(dataset, sampler, chunks,
-                                                               on_device, mesh)):
-      state, summary = train_fn(state, source, xs)
+    for (first, length), dispatch in zip(chunks, data.dispatches(setup, mesh, chunks)):
+      state, summary = dispatch(state)
       summary = jax.device_get(summary)
       step = first + length
       if summary["bad_step"] >= 0:
@@ -354,14 +499,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       if step % config.log_every == 0 or step == config.num_steps:
         rate = (step - window_start) / (time.perf_counter() - window_time)
         scalars = {f"train/{t.name}/loss": l for t, l in zip(tasks, summary["loss"])}
-        weights = jax.device_get(state.task_weights)
-        scalars.update({f"weight/{t.name}": w for t, w in zip(tasks, weights)})
+        scalars.update(weight_metrics(state, tasks))
         scalars.update({"train/learning_rate": schedule(step - 1), "train/steps_per_s": rate})
         writer.write_scalars(step, metrics_lib.to_scalars(scalars))
         window_start, window_time = step, time.perf_counter()
       if step % config.eval_every == 0 and step < config.num_steps:
-        writer.write_scalars(step, evaluate(eval_fn, state, dataset.val, tasks,
-                                            config.eval_batch_size, mesh, "val"))
+        writer.write_scalars(step, evaluate_periodic(state))
       stop = sharding_lib.any_process(sigterm.raised)  # all processes stop at the same step
       if step % config.checkpoint_every == 0 or step == config.num_steps or stop:
         checkpoints.save(step, state, run_info)
@@ -371,17 +514,68 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         raise Interrupted(step)
   checkpoints.wait()
 
-  final = {}
-  for split in ("val", "test"):
-    final.update(evaluate(eval_fn, state, getattr(dataset, split), tasks,
-                          config.eval_batch_size, mesh, split))
-  weights = jax.device_get(state.task_weights)
-  final.update({f"weight/{t.name}": float(w) for t, w in zip(tasks, weights)})
+  final = {**evaluate_final(state), **weight_metrics(state, tasks)}
   writer.write_scalars(config.num_steps, final)
   writer.flush()
   if is_lead:
     _write_json(os.path.join(workdir, FINAL_METRICS_FILE), final)
   checkpoints.close()
+  return state, final
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       data: data_lib.Dataset | None = None,
+                       backbone: nn.Module | None = None,
+                       mesh=None) -> dict[str, float]:
+  """Trains as `config` says, resuming from `workdir`'s checkpoints; returns the final metrics.
+
+  `data` replaces the built-in dataset `config.dataset.name` (see `mtl_jax.data.from_arrays`),
+  `backbone` the spec-built backbone (or `config.model.backbone_path`, a backbone saved with
+  its variables by `mtl_jax.save_backbone`), `mesh` the mesh over every device. The final
+  metrics, also written to `<workdir>/final_metrics.json`, are "<split>/<task>/<metric>" for
+  val and test, and "weight/<task>", the task weights of the last step.
+  """
+  config = config_lib.complete(config)
+  mesh = sharding_lib.make_mesh() if mesh is None else mesh
+  config_lib.validate(config, num_devices=mesh.size)
+  if config.dataset.name == config_lib.IMAGES:
+    raise ConfigError("config.dataset.name='images' trains image files: use "
+                      "mtl_jax.trainer.train_from_config (or python -m mtl_jax.main)")
+  if data is None:
+    dataset = data_lib.load(config.dataset)
+  else:
+    dataset = data.blank_train_labels(config.dataset.missing_fraction, config.dataset.split_seed)
+  dataset = dataset.select(config_lib.select_tasks(config, dataset.task_names))
+  tasks = dataset.tasks
+  try:
+    sampler = data_lib.Sampler(len(dataset.train), config.batch_size, config.seed)
+  except ValueError as e:
+    raise ConfigError(f"config.batch_size: {e}") from None
+  if config.num_epochs:
+    config.num_steps = config.num_epochs * sampler.steps_per_epoch
+  backbone_variables = None
+  if config.model.backbone_path:
+    backbone, backbone_variables = backbones.load_backbone(config.model.backbone_path)
+    backbones.feature_shape(backbone, backbone_variables, dataset.train.inputs.shape[1:])
+  setup = build_setup(config, tasks, backbone, sampler.steps_per_epoch)
+  if setup.augment is not None and dataset.train.inputs.ndim != 4:
+    raise ConfigError(f"config.augment needs images [N, H, W, C]; the inputs have shape "
+                      f"{dataset.train.inputs.shape}")
+  on_device = config.dataset.data_on_device and jax.process_count() == 1
+  train_data = ArrayData(dataset.train, sampler, on_device)
+  state = create_train_state(setup, config.seed, train_data.example_inputs(), mesh,
+                             backbone_variables)
+  eval_fn = make_eval_fn(setup, mesh)
+
+  def evaluate_split(state, name):
+    batches = split_batches(getattr(dataset, name), tasks, config.eval_batch_size, mesh)
+    return evaluate(eval_fn, state, batches, mesh, name)
+
+  run_info = {"tasks": [t.to_json() for t in tasks], "config": config.to_dict()}
+  _, final = run(config, workdir, setup, train_data, state, mesh=mesh, run_info=run_info,
+                 evaluate_periodic=lambda s: evaluate_split(s, "val"),
+                 evaluate_final=lambda s: {**evaluate_split(s, "val"),
+                                           **evaluate_split(s, "test")})
   return final
 
 

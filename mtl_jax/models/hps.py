@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
+from mtl_jax.models.backbones import BACKBONE, call_backbone
 from mtl_jax.models.specs import SpecStack, global_pool
 from mtl_jax.tasks import Task
-
-
-def _call_backbone(module: nn.Module, x, train: bool):
-  """Calls a user's backbone with `train=` only if its __call__ takes it."""
-  params = inspect.signature(type(module).__call__).parameters
-  return module(x, train=train) if "train" in params else module(x)
 
 
 class HardParameterSharing(nn.Module):
   """Returns ({task: logits f32[B, C] | values f32[B, 1]}, shared representation).
 
-  `backbone` is a user's module or None for the spec-built `backbone_spec`; the shared
-  representation is what every head reads (the output of `shared_layers`).
+  `backbone` is a user's module or None for the spec-built `backbone_spec`; either sits under
+  the name `BACKBONE`. The shared representation is what every head reads (the output of
+  `shared_layers`). `freeze_backbone` runs the backbone in inference mode (`train=False`:
+  batch norm reads its running statistics, dropout is off) and stops the gradient at its
+  output, so no backward pass through it is computed.
   """
   tasks: Sequence[Task]
   backbone_spec: Sequence[Any] = ()
@@ -31,13 +29,17 @@ class HardParameterSharing(nn.Module):
   dropout_rate: float = 0.0
   global_pooling: str = "max"
   backbone: nn.Module | None = None
+  freeze_backbone: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool = False):
+    backbone_train = train and not self.freeze_backbone
     if self.backbone is not None:
-      x = _call_backbone(self.backbone, x, train)
+      x = call_backbone(self.backbone, x, backbone_train)
     else:
-      x = SpecStack(self.backbone_spec, self.dropout_rate, name="backbone")(x, train=train)
+      x = SpecStack(self.backbone_spec, self.dropout_rate, name=BACKBONE)(x, train=backbone_train)
+    if self.freeze_backbone:
+      x = jax.lax.stop_gradient(x)
     rep = SpecStack(self.shared_layers, self.dropout_rate, name="shared")(x, train=train)
     outputs = {}
     for task in self.tasks:
