@@ -1,8 +1,13 @@
-"""Data sources: built-in datasets and in-memory arrays, as `Dataset`s of encoded labels."""
+"""Data sources: built-in datasets, in-memory arrays, and image files listed in DataFrames."""
 
 from mtl_jax.data.arrays import Dataset, Split, from_arrays, split_arrays
 from mtl_jax.data.digits import load_digits
-from mtl_jax.data.pipeline import Sampler, host_batches, process_rows
+from mtl_jax.data.files import eval_image_batches, image_batches, local_rows
+from mtl_jax.data.frames import check_columns, encode_frame, infer_tasks
+from mtl_jax.data.images import cached, decode_image, find_bad_files, image_decoder
+from mtl_jax.data.pipeline import host_batches, process_rows
+from mtl_jax.data.sampling import Sampler, balanced_probabilities, labelled_masks
+from mtl_jax.data.shapes import make_shapes
 from mtl_jax.data.synthetic import load_synthetic
 
 # Built-in datasets by `config.dataset.name`; each loader takes the `config.dataset` block.
@@ -22,5 +27,8 @@ def load(dataset_config) -> Dataset:
   return BUILTIN[dataset_config.name](dataset_config)
 
 
-__all__ = ["BUILTIN", "Dataset", "Sampler", "Split", "from_arrays", "host_batches", "load",
-           "load_digits", "load_synthetic", "process_rows", "split_arrays"]
+__all__ = ["BUILTIN", "Dataset", "Sampler", "Split", "balanced_probabilities", "cached",
+           "check_columns", "decode_image", "encode_frame", "eval_image_batches",
+           "find_bad_files", "from_arrays", "host_batches", "image_batches", "image_decoder",
+           "infer_tasks", "labelled_masks", "load", "load_digits", "load_synthetic",
+           "local_rows", "make_shapes", "process_rows", "split_arrays"]

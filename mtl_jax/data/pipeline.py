@@ -2,14 +2,13 @@
 
 The order of training examples is a pure function of (seed, step): `Sampler.indices` gives the
 global batch of any step without replaying the ones before it, so a resumed run draws exactly
-the batches the interrupted one would have, and no iterator state needs checkpointing. Each
-process then loads only its rows of every global batch (`process_rows`).
+the batches the interrupted one would have, and no iterator state needs checkpointing (see
+`mtl_jax.data.sampling`). Each process then loads only its rows of every global batch
+(`process_rows`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 from typing import Iterator, Sequence
 
 import grain
@@ -18,37 +17,7 @@ import numpy as np
 
 from mtl_jax import sharding as sharding_lib
 from mtl_jax.data.arrays import Split
-
-
-@functools.lru_cache(maxsize=4)
-def _epoch_permutation(seed: int, num_examples: int, epoch: int) -> np.ndarray:
-  return np.random.default_rng([seed, epoch]).permutation(num_examples)
-
-
-@dataclasses.dataclass(frozen=True)
-class Sampler:
-  """Shuffled global batches: a fresh permutation each epoch, the last partial batch dropped."""
-  num_examples: int
-  batch_size: int
-  seed: int
-
-  def __post_init__(self):
-    if self.num_examples < self.batch_size:
-      raise ValueError(f"{self.num_examples} training examples cannot fill one batch of "
-                       f"{self.batch_size}")
-
-  @property
-  def steps_per_epoch(self) -> int:
-    return self.num_examples // self.batch_size
-
-  def indices(self, steps: Sequence[int]) -> np.ndarray:
-    """int32[len(steps), batch_size]: the example indices of each step's global batch."""
-    out = np.empty((len(steps), self.batch_size), np.int32)
-    for i, step in enumerate(steps):
-      epoch, k = divmod(int(step), self.steps_per_epoch)
-      perm = _epoch_permutation(self.seed, self.num_examples, epoch)
-      out[i] = perm[k * self.batch_size:(k + 1) * self.batch_size]
-    return out
+from mtl_jax.data.sampling import Sampler  # re-exported: its home was this module
 
 
 def process_rows(global_batch_size: int, mesh: Mesh | None = None) -> slice | np.ndarray:

@@ -1,0 +1,135 @@
+"""Labels from pandas DataFrames: one column of file paths and one column per task.
+
+A cell that is None, NaN or an empty string is a missing label. Class sets come from the train
+and val frames together, so both splits encode a class to the same index. A numeric column is a
+classification task unless `task_types` declares it "regression"; its class names keep their
+type (a column of whole numbers that pandas read as floats because of empty cells gives int
+class names, not floats).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from mtl_jax import tasks as tasks_lib
+from mtl_jax.config import ConfigError
+
+_KINDS = (tasks_lib.CLASSIFICATION, tasks_lib.REGRESSION)
+
+
+def check_columns(frame: pd.DataFrame, tasks: Sequence[str], filepaths: str, split: str) -> None:
+  """Raises ConfigError, listing the frame's columns, if a task or the path column is missing.
+
+  Args:
+    frame: the labels of one split.
+    tasks: the task names, each a column of `frame`.
+    filepaths: the name of the column of image file paths.
+    split: the split's name for the message, e.g. "train".
+  """
+  if filepaths not in frame.columns:
+    raise ConfigError(f"the file path column {filepaths!r} (filepaths=) is not a column of the "
+                      f"{split} labels; columns: {list(frame.columns)}")
+  _check_task_columns(frame, tasks, split)
+
+
+def _check_task_columns(frame: pd.DataFrame, tasks: Sequence[str], split: str) -> None:
+  absent = [name for name in tasks if name not in frame.columns]
+  if len(absent) == 1:
+    raise ConfigError(f"task {absent[0]!r} is not a column of the {split} labels; "
+                      f"columns: {list(frame.columns)}")
+  if absent:
+    raise ConfigError(f"tasks {absent} are not columns of the {split} labels; "
+                      f"columns: {list(frame.columns)}")
+
+
+def raw_labels(column: pd.Series | Sequence[Any]) -> np.ndarray:
+  """A column's labels as an object array: missing cells None, whole-number floats ints.
+
+  pandas reads an integer column with empty cells as float64; this undoes that, so class
+  names stay ints.
+  """
+  values = np.asarray(column, dtype=object).copy()
+  present = ~tasks_lib.missing_mask(values)
+  values[~present] = None
+  whole = [isinstance(v, (float, np.floating)) and float(v).is_integer() for v in values[present]]
+  if whole and all(whole):
+    values[present] = [int(v) for v in values[present]]
+  return values
+
+
+def infer_tasks(train: pd.DataFrame, val: pd.DataFrame | None, task_names: Sequence[str],
+                task_types: Mapping[str, str] | None = None) -> tuple[tasks_lib.Task, ...]:
+  """The Tasks of `task_names`, classes from the train and val labels together.
+
+  Args:
+    train: the train labels, one column per task.
+    val: the val labels (same columns), or None.
+    task_names: which columns are tasks, in the order of the model's heads.
+    task_types: {task: "regression" | "classification"}; undeclared tasks are classification.
+
+  Returns:
+    One `Task` per name, classification classes sorted.
+
+  Raises:
+    ConfigError: a task column is missing, a task has no labels in train, a task_types entry
+      is unknown, a regression task has non-numeric labels, or a classification task has
+      fewer than two classes.
+
+  Warns:
+    UserWarning naming the task and the classes seen in only one of the two splits.
+  """
+  task_types = dict(task_types or {})
+  _check_task_types(task_types, task_names)
+  _check_task_columns(train, task_names, "train")
+  if val is not None:
+    _check_task_columns(val, task_names, "val")
+  splits = {"train": train} if val is None else {"train": train, "val": val}
+  return tuple(_infer_task(name, {s: raw_labels(f[name]) for s, f in splits.items()},
+                           task_types.get(name, tasks_lib.CLASSIFICATION))
+               for name in task_names)
+
+
+def _check_task_types(task_types: Mapping[str, str], task_names: Sequence[str]) -> None:
+  unknown = sorted(set(task_types) - set(task_names))
+  if unknown:
+    raise ConfigError(f"task_types names {unknown}, which are not among the tasks "
+                      f"{list(task_names)}")
+  for name, kind in task_types.items():
+    if kind not in _KINDS:
+      raise ConfigError(f"task_types[{name!r}] must be one of {list(_KINDS)}, got {kind!r}")
+
+
+def _infer_task(name: str, labels: Mapping[str, np.ndarray], kind: str) -> tasks_lib.Task:
+  if tasks_lib.missing_mask(labels["train"]).all():
+    raise ConfigError(f"task {name!r} has no labels in the train labels")
+  try:
+    task = tasks_lib.infer_task(name, *labels.values(), kind=kind)
+    for values in labels.values():
+      tasks_lib.encode(task, values)  # a regression task with text labels fails here
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  if task.is_classification and len(labels) > 1:
+    _warn_one_split_classes(name, labels)
+  return task
+
+
+def _warn_one_split_classes(name: str, labels: Mapping[str, np.ndarray]) -> None:
+  seen = {split: set(v[~tasks_lib.missing_mask(v)].tolist()) for split, v in labels.items()}
+  for split, classes in seen.items():
+    others = set().union(*(c for s, c in seen.items() if s != split))
+    only_here = sorted(classes - others, key=str)
+    if only_here:
+      listed = ", ".join(repr(c) for c in only_here)
+      verb = "class {} appears" if len(only_here) == 1 else "classes {} appear"
+      warnings.warn(f"task {name!r}: {verb.format(listed)} only in the {split} labels",
+                    UserWarning, stacklevel=5)  # 5: the caller of infer_tasks
+
+
+def encode_frame(frame: pd.DataFrame, tasks: Sequence[tasks_lib.Task]) -> dict[str, np.ndarray]:
+  """{task: int32[N] class indices, -1 missing | float32[N] targets, NaN missing}."""
+  _check_task_columns(frame, [t.name for t in tasks], "given")
+  return {t.name: tasks_lib.encode(t, raw_labels(frame[t.name])) for t in tasks}
