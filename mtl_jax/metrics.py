@@ -94,3 +94,35 @@ def create_writer(workdir: str):
     return metric_writers.MultiWriter([])
   return metric_writers.MultiWriter(
       [metric_writers.SummaryWriter(workdir), ConsoleWriter()])
+
+
+LOWER_IS_BETTER = ("loss", "mae", "rmse")
+
+
+def lower_is_better(name: str) -> bool:
+  """Whether a metric such as "test/depth/mae" improves downwards (its last part is a loss)."""
+  return name.rsplit("/", 1)[-1] in LOWER_IS_BETTER
+
+
+def delta_m(metrics: Mapping[str, float], baseline: Mapping[str, float]) -> float:
+  """Δm%: the mean relative change of every baseline metric, positive when better.
+
+  Maninis, Radosavovic and Kokkinos, "Attentive Single-Tasking of Multiple Tasks", CVPR 2019:
+
+      Δm = (1/K) sum_k (-1)^{l_k} (M_m,k - M_b,k) / M_b,k * 100
+
+  over the K metrics of `baseline` (flat names, e.g. "test/digit/accuracy"), with l_k = 1 for
+  a lower-is-better metric (see `lower_is_better`). Raises ValueError if `metrics` lacks one of
+  them or a baseline value is 0.
+  """
+  if not baseline:
+    raise ValueError("delta_m needs at least one baseline metric")
+  changes = []
+  for name, base in baseline.items():
+    if name not in metrics:
+      raise ValueError(f"delta_m: {name!r} is in the baseline but not in the metrics")
+    if base == 0:
+      raise ValueError(f"delta_m: baseline {name!r} is 0, the relative change is undefined")
+    sign = -1.0 if lower_is_better(name) else 1.0
+    changes.append(sign * (metrics[name] - base) / base)
+  return 100.0 * sum(changes) / len(changes)

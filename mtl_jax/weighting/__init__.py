@@ -14,11 +14,15 @@ import inspect
 from typing import Any, Mapping
 
 from mtl_jax.weighting import equal, manual
+from mtl_jax.weighting import famo, gls, stch
 from mtl_jax.weighting.base import Weighting, WeightingInputs, make_inputs
 
 REGISTRY = {
     "equal": equal.make,
     "manual": manual.make,
+    "gls": gls.make,
+    "famo": famo.make,
+    "stch": stch.make,
 }
 
 CONTEXT_KEYS = ("optimizer", "steps_per_epoch", "num_steps")
