@@ -14,12 +14,18 @@ import inspect
 from typing import Any, Mapping
 
 from mtl_jax.weighting import equal, manual
+from mtl_jax.weighting import dtp, dwa, rlw, uncertainty
 from mtl_jax.weighting import famo, gls, stch
 from mtl_jax.weighting.base import Weighting, WeightingInputs, make_inputs
 
 REGISTRY = {
     "equal": equal.make,
     "manual": manual.make,
+    "uncertainty": uncertainty.make,
+    "adaptive": uncertainty.make,
+    "dtp": dtp.make,
+    "dwa": dwa.make,
+    "rlw": rlw.make,
     "gls": gls.make,
     "famo": famo.make,
     "stch": stch.make,
