@@ -2,6 +2,7 @@
 
     python -m mtl_jax.main --config=configs/digits.py --workdir=/tmp/digits \
         --config.optimizer.learning_rate=3e-3
+    python -m mtl_jax.main --config=configs/shapes.py --workdir=/tmp/shapes   # image files
 
 Rerunning the same command on the same --workdir resumes from its latest checkpoint. A
 configuration or input mistake prints one line naming it and exits with code 2.
@@ -9,6 +10,7 @@ configuration or input mistake prints one line naming it and exits with code 2.
 
 from __future__ import annotations
 
+import ast
 import os
 import sys
 
@@ -52,8 +54,38 @@ def _config_path(argv: list[str]) -> str | None:
   return None
 
 
+_KWARGS_PREFIX = "--config.weighting_kwargs."
+_weighting_kwargs: dict = {}  # --config.weighting_kwargs.<name>=<value>, free-form
+
+
+def _literal(text: str):
+  """A Python literal (number, tuple, bool, ...) if `text` is one, else the string itself."""
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def _split_weighting_kwargs(argv: list[str]) -> list[str]:
+  """Removes the weighting's hyper-parameters from `argv` into `_weighting_kwargs`.
+
+  They are free-form (each method has its own), so the locked config cannot declare them.
+  """
+  rest = []
+  for arg in argv:
+    if arg.startswith(_KWARGS_PREFIX):
+      name, sep, value = arg[len(_KWARGS_PREFIX):].partition("=")
+      if not sep or not name.isidentifier():
+        _fail(f"expected {_KWARGS_PREFIX}<name>=<value>, got {arg}")
+      _weighting_kwargs[name] = _literal(value)
+    else:
+      rest.append(arg)
+  return rest
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing whose errors (bad override, missing file) are one line and exit 2."""
+  argv = sys.argv[:] = _split_weighting_kwargs(argv)  # config_flags reads sys.argv too
   path = _config_path(argv)
   if path is not None and not os.path.isfile(path):
     _fail(f"config file not found: {path}")
@@ -96,11 +128,18 @@ def main(argv: list[str]) -> None:
   except ValueError as e:  # a missing or inconsistent --coordinator_address/--num_processes/...
     _fail(f"multi-process setup: {_one_line(e)}")
 
+  from mtl_jax import config as config_lib  # pylint: disable=import-outside-toplevel
   from mtl_jax import train  # pylint: disable=import-outside-toplevel
   from mtl_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
 
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    config = config_lib.complete(_CONFIG.value)
+    config.weighting_kwargs.update(_weighting_kwargs)
+    if config.dataset.name == config_lib.IMAGES:  # image files: the MultiTaskTrainer
+      from mtl_jax import trainer  # pylint: disable=import-outside-toplevel
+      trainer.train_from_config(config, _WORKDIR.value)
+    else:
+      train.train_and_evaluate(config, _WORKDIR.value)
   except ConfigError as e:
     _fail(str(e))
   except train.Interrupted as e:

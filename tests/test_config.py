@@ -79,6 +79,8 @@ def _cli(*args, devices=1):
     (["--config.optimizer.learning_rate=abc"], "could not convert string to float: 'abc'"),
     (["--config.batch_size=100"], "config.batch_size=100 does not divide over the 8 devices"),
     (["--config=configs/nope.py"], "config file not found: configs/nope.py"),
+    (["--config.weighting=uncertainty", "--config.weighting_kwargs.fomr=simple"],
+     "unexpected keyword argument 'fomr'"),
 ])
 def test_command_line_mistakes_print_one_line_and_exit_2(tmp_path, args, message):
   config = [] if any(a.startswith("--config=") for a in args) else ["--config=configs/digits.py"]
