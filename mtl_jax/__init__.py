@@ -3,14 +3,19 @@
     import mtl_jax as mj
     config = mj.default_config()
     metrics = mj.train_and_evaluate(config, "/tmp/run")
+
+    trainer = mj.MultiTaskTrainer(logdir, train_labels, val_labels, tasks, fcn)   # image files
+    trainer.fit(10)
 """
 
-from mtl_jax import data, losses, models, weighting
+from mtl_jax import data, losses, models, viz, weighting
 from mtl_jax.config import ConfigError, default_config
 from mtl_jax.data import Dataset, from_arrays
+from mtl_jax.models.backbones import load_backbone, save_backbone
 from mtl_jax.tasks import Task
 from mtl_jax.train import Interrupted, NonFiniteLossError, TrainState, train_and_evaluate
+from mtl_jax.trainer import MultiTaskTrainer
 
-__all__ = ["ConfigError", "Dataset", "Interrupted", "NonFiniteLossError", "Task", "TrainState",
-           "data", "default_config", "from_arrays", "losses", "models", "train_and_evaluate",
-           "weighting"]
+__all__ = ["ConfigError", "Dataset", "Interrupted", "MultiTaskTrainer", "NonFiniteLossError",
+           "Task", "TrainState", "data", "default_config", "from_arrays", "load_backbone",
+           "losses", "models", "save_backbone", "train_and_evaluate", "viz", "weighting"]

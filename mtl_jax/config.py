@@ -170,7 +170,7 @@ def _validate_augment(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_images(images: ml_collections.ConfigDict) -> None:
-  """The `config.images` block; the CSVs themselves are checked when they are read."""
+  """The `config.images` block; the CSVs and files are checked when they are read."""
   shape = tuple(images.imshape)
   _require(len(shape) == 2 and all(isinstance(d, int) and d > 0 for d in shape),
            f"config.images.imshape must be two positive ints (height, width), got {shape}")
@@ -179,10 +179,6 @@ def _validate_images(images: ml_collections.ConfigDict) -> None:
   _require(images.norm > 0, f"config.images.norm must be > 0, got {images.norm}")
   _require(images.num_workers > 0,
            f"config.images.num_workers must be positive, got {images.num_workers}")
-  _require(bool(images.train_csv) or images.generate_shapes > 0,
-           "config.images.train_csv is required (or config.images.generate_shapes > 0)")
-  _require(bool(images.train_csv) == bool(images.val_csv),
-           "give both config.images.train_csv and config.images.val_csv, or neither")
 
 
 def weighting_name(config: ml_collections.ConfigDict) -> str:

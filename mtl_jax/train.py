@@ -343,7 +343,8 @@ def build_setup(config: ml_collections.ConfigDict, tasks: tuple[Task, ...],
   return Setup(model, tx, weighting, tasks, augment)
 
 
-def _write_json(path: str, obj: Any) -> None:
+def write_json(path: str, obj: Any) -> None:
+  """Writes `obj` as JSON to `path` atomically (a temporary file, then a rename)."""
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
     json.dump(obj, f, indent=2, sort_keys=True)
@@ -474,7 +475,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
   start = int(state.step)
   is_lead = jax.process_index() == 0
   if is_lead:
-    _write_json(os.path.join(workdir, "run.json"), run_info)
+    write_json(os.path.join(workdir, "run.json"), run_info)
   writer = metrics_lib.create_writer(workdir)
   if start == 0:
     writer.write_hparams(_flatten(config.to_dict()))
@@ -518,7 +519,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
   writer.write_scalars(config.num_steps, final)
   writer.flush()
   if is_lead:
-    _write_json(os.path.join(workdir, FINAL_METRICS_FILE), final)
+    write_json(os.path.join(workdir, FINAL_METRICS_FILE), final)
   checkpoints.close()
   return state, final
 
