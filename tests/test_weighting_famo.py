@@ -23,7 +23,7 @@ def _run(method, num_tasks, losses_per_step, counts_per_step=None):
 
 
 def _famo_objective(losses, logits):
-  """sum_i z_i log(L_i + eps) / c, c = sum_i z_i / (L_i + eps) held constant (Eq. 10)."""
+  """sum_i z_i log(L_i + eps) / c, c = sum_i z_i / (L_i + eps) held constant."""
   z = jax.nn.softmax(logits)
   c = jax.lax.stop_gradient((z / (losses + EPS)).sum())
   return (z * jnp.log(losses + EPS)).sum() / c

@@ -30,7 +30,7 @@ def _official_objective(losses, nadir, mu):
 
 
 def _paper_objective(losses, nadir, mu):
-  """T mu log sum_i exp((L_i / n_i) / mu): Eq. (8) with lambda_i = 1 / n_i, ideal point 0."""
+  """T mu log sum_i exp((L_i / n_i) / mu): STCH with lambda_i = 1 / n_i, ideal point 0."""
   return losses.shape[0] * mu * jax.nn.logsumexp(losses / nadir / mu)
 
 

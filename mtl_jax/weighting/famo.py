@@ -6,13 +6,15 @@ https://arxiv.org/abs/2306.03792, Algorithm 1; official code github.com/Cranial-
 
 Task logits xi f32[T], z = softmax(xi). With D_i = L_i - min_i + eps (min_i a known lower
 bound of L_i, 0 for cross-entropy and squared error), the model minimises
-sum_i z_i log(D_i) / c with c = sum_i z_i / D_i held constant (Eq. 10), so
+sum_i z_i log(D_i) / c with c = sum_i z_i / D_i held constant (Algorithm 1; the official
+`get_weighted_loss`), so
 
     w_i = z_i / (c D_i),   sum_i w_i = 1.
 
 After the model step the logits take one Adam step (learning rate `lr`, L2 weight decay
 `gamma` added to the gradient as in torch's Adam(weight_decay=gamma)) on the gradient
-d = J_softmax(xi)^T delta, delta_i = log D_i(before) - log D_i(after) (Eq. 14).
+d = J_softmax(xi)^T delta, delta_i = log D_i(before) - log D_i(after) (Algorithm 1; the
+official `update`).
 
 Deviation from the official code: it computes L(after) with an extra forward pass of the
 updated model on the same batch. Our step is one forward and one backward, so L(after) is the

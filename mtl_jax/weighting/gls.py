@@ -1,7 +1,8 @@
 """Geometric Loss Strategy (GLS): minimise the geometric mean of the task losses.
 
 Chennupati, Sistu, Yogamani and Rawashdeh, "MultiNet++: Multi-Stream Feature Aggregation and
-Geometric Loss Strategy for Multi-Task Learning", CVPR Workshops 2019, Eq. (2):
+Geometric Loss Strategy for Multi-Task Learning", CVPR Workshops 2019, its geometric
+loss (the paper's GLS objective):
 https://openaccess.thecvf.com/content_CVPRW_2019/papers/WAD/Chennupati_MultiNet_Multi-Stream_Feature_Aggregation_and_Geometric_Loss_Strategy_for_Multi-Task_CVPRW_2019_paper.pdf
 
     L_geo = (prod_i L_i)^(1/T) = G,    so    w_i = dL_geo/dL_i = G / (T L_i).

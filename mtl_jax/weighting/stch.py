@@ -1,12 +1,12 @@
 """STCH: smooth Tchebycheff scalarisation of the task losses.
 
 Lin, Zhang, Yang, Liu, Wang and Zhang, "Smooth Tchebycheff Scalarization for Multi-Objective
-Optimization", ICML 2024, https://arxiv.org/abs/2402.19078, Eq. (8):
-g_mu(L) = mu log sum_i exp(lambda_i (L_i - z_i) / mu). Its multi-task code
-(github.com/Xi-L/STCH, `STCH_MTL/LibMTL/weighting/STCH.py`, also LibMTL's `STCH.py`, defaults
-mu = 1 and STCH_warmup_epoch = 4 in `STCH_MTL/LibMTL/config.py`) uses no preference
-(lambda_i = 1), the ideal point z = 0 and normalises each loss by a nadir estimate n_i, in log
-space, and multiplies by T:
+Optimization", ICML 2024, https://arxiv.org/abs/2402.19078: the smooth Tchebycheff
+scalarisation g_mu(L) = mu log sum_i exp(lambda_i (L_i - z_i) / mu), lambda a preference and z
+the ideal point. Its multi-task code (github.com/Xi-L/STCH, `STCH_MTL/LibMTL/weighting/STCH.py`;
+also LibMTL's `STCH.py`; defaults mu = 1 and STCH_warmup_epoch = 4 in its `config.py`) uses no
+preference (lambda_i = 1), the ideal point z = 0, normalises each loss by a nadir estimate n_i
+in log space, and multiplies by T:
 
     warm-up:  f(L) = sum_i log L_i
     then:     f(L) = T mu log sum_i exp(a_i / mu),   a_i = log(L_i / n_i)
@@ -19,6 +19,11 @@ are averaged into the nadir n_i; STCH starts after it. The weights are w_i = df/
 
 With `log_losses=False` (not the official code), a_i = L_i / n_i, the warm-up weights are 1
 (equal weighting) and then w_i = T softmax(a / mu)_i / n_i.
+
+Caveat of the log space: w_i ~ 1 / L_i grows without bound as a training loss approaches 0.
+On a training set the model fits exactly (digits: losses ~1e-6 after a few hundred steps) the
+float32 noise of a vanishing gradient is multiplied by ~1e6 and training diverges;
+`log_losses=False` has bounded weights (T / n_i at most).
 
 The official code adds 1e-20 inside the logs; we add `epsilon` the same way (L_i + epsilon
 and L_i / n_i + epsilon). Missing labels (not in the official code): a task without labels in

@@ -1,0 +1,250 @@
+"""Compares task-weighting methods on one config over several seeds: a table and a plot.
+
+    python experiments/compare_weighting.py --config=configs/digits.py:missing=0.4 \
+        --seeds=3 --out=/tmp/compare_digits40
+    python experiments/compare_weighting.py --config=configs/digits.py:runlocal \
+        --methods=equal,gls,famo --seeds=2 --out=/tmp/compare_quick --config.num_steps=300
+
+A method may carry hyper-parameters, `name:key=value;key=value` (values as Python literals,
+e.g. `--methods=stch,stch:log_losses=False`); the spec is its label in the table and plot.
+Each (method, seed) trains with `mtl_jax.train_and_evaluate` in `<out>/<method>/seed<k>`
+(config.seed = the config's seed + k), so rerunning the command resumes or reuses finished
+runs. Writes `<out>/results.md`: each task's test metric (accuracy for classification, MAE for
+regression) as mean ± sample std over the seeds, and Δm% (Maninis et al. 2019, see
+`mtl_jax.metrics.delta_m`) of each seed against the seed-mean of equal weighting, which always
+runs as the baseline. Writes `<out>/weights.png`: each method's task weights over training
+(the seed mean), read back from the `weight/<task>` scalars of the runs' TensorBoard files.
+A run whose loss becomes non-finite is counted as diverged and left out of the means.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import sys
+from typing import Mapping, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app
+from absl import flags
+from absl import logging
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.util import tensor_util
+
+import mtl_jax
+from mtl_jax import metrics as metrics_lib
+from mtl_jax import weighting
+
+BASELINE = "equal"
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "A config file (and ':options') whose get_config() returns a ConfigDict.",
+    lock_config=True)
+_METHODS = flags.DEFINE_list(
+    "methods", None, "Weighting methods to compare (name or name:key=value;key=value); "
+    "default every registered one but manual, aliases once.")
+_SEEDS = flags.DEFINE_integer("seeds", 3, "Number of seeds per method.")
+_OUT = flags.DEFINE_string("out", None, "Output directory for the runs, table and plot.")
+
+
+def default_methods() -> list[str]:
+  """Every registered method but `manual` (it needs weights), aliases (same `make`) once."""
+  names, makes = [], []
+  for name, make in weighting.REGISTRY.items():
+    if name != "manual" and make not in makes:
+      names.append(name)
+      makes.append(make)
+  return names
+
+
+def parse_method(spec: str) -> tuple[str, dict]:
+  """("stch", {"mu": 0.5}) from "stch:mu=0.5"; values are Python literals, ";"-separated."""
+  name, _, options = spec.partition(":")
+  kwargs = {}
+  for item in filter(None, options.split(";")):
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise app.UsageError(f"method {spec!r}: expected key=value, got {item!r}")
+    try:
+      kwargs[key.strip()] = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+      raise app.UsageError(f"method {spec!r}: {value!r} is not a Python literal") from None
+  return name.strip(), kwargs
+
+
+def methods_to_run(requested: Sequence[str] | None) -> list[str]:
+  """The requested method specs (default: all methods), with the baseline first."""
+  methods = list(requested) if requested else default_methods()
+  unknown = [m for m in methods if parse_method(m)[0] not in weighting.REGISTRY]
+  if unknown:
+    raise app.UsageError(f"unknown method(s) {unknown}; known: {sorted(weighting.REGISTRY)}")
+  return [BASELINE] + [m for m in methods if m != BASELINE]
+
+
+def run_one(config, method: str, seed: int, workdir: str) -> dict[str, float] | None:
+  """The final metrics of one training run, or None if its loss became non-finite."""
+  name, kwargs = parse_method(method)
+  config = config.copy_and_resolve_references()
+  config.weighting = name
+  config.weighting_kwargs = ml_collections.ConfigDict(kwargs)
+  config.seed = seed
+  try:
+    return mtl_jax.train_and_evaluate(config, workdir)
+  except mtl_jax.NonFiniteLossError as e:
+    logging.warning("%s seed %d diverged: %s", method, seed, e)
+    return None
+
+
+def task_metrics(final: Mapping[str, float]) -> dict[str, str]:
+  """{task: its test metric name}: accuracy for classification, else MAE."""
+  names = {}
+  for name in sorted(final):
+    split, task, metric = (name.split("/") + ["", ""])[:3]
+    if split == "test" and metric in ("accuracy", "mae"):
+      names[task] = name
+  return names
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+  """Mean and sample standard deviation (0 for a single value, NaN for none)."""
+  values = np.asarray(values, np.float64)
+  if values.size == 0:
+    return float("nan"), float("nan")
+  return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0
+
+
+def summarise(results: Mapping[str, Sequence[dict | None]],
+              columns: Mapping[str, str]) -> dict[str, dict]:
+  """Per method: mean ± std of each column and of Δm% against the baseline's seed mean."""
+  baseline_runs = [r for r in results[BASELINE] if r is not None]
+  baseline = {name: float(np.mean([r[name] for r in baseline_runs]))
+              for name in columns.values()}
+  summary = {}
+  for method, runs in results.items():
+    done = [r for r in runs if r is not None]
+    summary[method] = {
+        "runs": len(runs), "diverged": len(runs) - len(done),
+        "metrics": {task: mean_std([r[name] for r in done]) for task, name in columns.items()},
+        "delta_m": mean_std([metrics_lib.delta_m(r, baseline) for r in done]),
+    }
+  return summary
+
+
+def _cell(mean: float, std: float, scale: float = 1.0, digits: int = 2) -> str:
+  if np.isnan(mean):
+    return "—"
+  return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+
+
+def markdown_table(summary: Mapping[str, dict], columns: Mapping[str, str]) -> str:
+  """The results as a markdown table; accuracies in %, MAE as is."""
+  header = ["method"] + [f"{task} {name.rsplit('/', 1)[-1]}"
+                         + (" (%)" if name.endswith("accuracy") else "")
+                         for task, name in columns.items()] + ["Δm% vs equal", "diverged"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for method, row in summary.items():
+    cells = [method]
+    for task, name in columns.items():
+      scale = 100.0 if name.endswith("accuracy") else 1.0
+      cells.append(_cell(*row["metrics"][task], scale=scale))
+    cells.append(_cell(*row["delta_m"]))
+    cells.append(f"{row['diverged']}/{row['runs']}")
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def read_weights(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """{task: (steps, weights)} from the `weight/<task>` scalars of a run's TensorBoard files."""
+  accumulator = event_accumulator.EventAccumulator(
+      workdir, size_guidance={event_accumulator.TENSORS: 0})
+  accumulator.Reload()
+  curves = {}
+  for tag in accumulator.Tags()["tensors"]:
+    if tag.startswith("weight/"):
+      by_step = {e.step: float(tensor_util.make_ndarray(e.tensor_proto))
+                 for e in accumulator.Tensors(tag)}  # a resumed run rewrites some steps
+      steps = np.asarray(sorted(by_step))
+      curves[tag.split("/", 1)[1]] = (steps, np.asarray([by_step[s] for s in steps]))
+  return curves
+
+
+def mean_curves(per_seed: Sequence[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """The seed mean of each task's weight curve, over the steps every seed logged."""
+  out = {}
+  for task in per_seed[0] if per_seed else {}:
+    steps = per_seed[0][task][0]
+    for curves in per_seed[1:]:
+      steps = np.intersect1d(steps, curves[task][0])
+    values = [c[task][1][np.isin(c[task][0], steps)] for c in per_seed]
+    out[task] = (steps, np.mean(values, axis=0))
+  return out
+
+
+def plot_weights(curves: Mapping[str, dict], path: str) -> None:
+  """One panel per method: each task's weight over training (log scale for wide ranges)."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  columns = min(4, len(curves))
+  rows = -(-len(curves) // columns)
+  fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
+  for ax, (method, tasks) in zip(axes.flat, curves.items()):
+    for task, (steps, values) in tasks.items():
+      ax.plot(steps, values, label=task)
+    positive = [v for _, values in tasks.values() for v in values if v > 0]
+    if positive and max(positive) / min(positive) > 100:
+      ax.set_yscale("log")
+    ax.set_title(method)
+    ax.set_xlabel("step")
+    ax.set_ylabel("task weight")
+    ax.legend(fontsize="small")
+  for ax in list(axes.flat)[len(curves):]:
+    ax.axis("off")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  if _CONFIG.value is None or _OUT.value is None:
+    raise app.UsageError("--config and --out are required")
+  config, out = _CONFIG.value, _OUT.value
+  methods = methods_to_run(_METHODS.value)
+  os.makedirs(out, exist_ok=True)
+
+  results, curves = {}, {}
+  for method in methods:
+    runs, weight_curves = [], []
+    for k in range(_SEEDS.value):
+      workdir = os.path.join(out, method.replace(":", "-").replace(";", "-"), f"seed{k}")
+      runs.append(run_one(config, method, config.seed + k, workdir))
+      if runs[-1] is not None:
+        weight_curves.append(read_weights(workdir))
+    results[method], curves[method] = runs, mean_curves(weight_curves)
+
+  finished = [r for runs in results.values() for r in runs if r is not None]
+  if not any(r is not None for r in results[BASELINE]):
+    sys.exit("every equal-weighting run diverged: no baseline for Δm%")
+  columns = task_metrics(finished[0])
+  summary = summarise(results, columns)
+  table = markdown_table(summary, columns)
+  note = (f"\n\nTest metrics over {_SEEDS.value} seed(s): mean ± sample std; Δm% per seed "
+          f"against equal weighting's seed mean. Methods: {', '.join(methods)}.\n")
+  with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
+    f.write(table + note)
+  with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
+    json.dump({"summary": summary, "runs": results}, f, indent=2)
+  plot_weights(curves, os.path.join(out, "weights.png"))
+  print(table + note, flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
