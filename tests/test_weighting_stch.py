@@ -36,7 +36,7 @@ def _paper_objective(losses, nadir, mu):
 
 def test_official_warmup_weights_are_one_over_each_loss():
   # During warm-up the official code minimises sum_i log L_i: equal weights on log losses.
-  weights, _ = _run(weighting.get("stch", **SCHEDULE), 2, LOSSES[:4])
+  weights, _ = _run(weighting.get("stch", log_losses=True, **SCHEDULE), 2, LOSSES[:4])
   np.testing.assert_allclose(weights, 1.0 / np.asarray(LOSSES[:4]), rtol=1e-6)
 
 
@@ -48,7 +48,7 @@ def test_nadir_is_the_mean_loss_over_the_last_warmup_epoch():
 
 @pytest.mark.parametrize("mu", [1.0, 0.1])
 def test_after_warmup_weights_are_the_gradient_of_the_official_objective(mu):
-  weights, _ = _run(weighting.get("stch", mu=mu, **SCHEDULE), 2, LOSSES)
+  weights, _ = _run(weighting.get("stch", log_losses=True, mu=mu, **SCHEDULE), 2, LOSSES)
   for w, losses in zip(weights[4:], LOSSES[4:]):
     expected = jax.grad(_official_objective)(jnp.asarray(losses), jnp.asarray(NADIR), mu)
     np.testing.assert_allclose(w, expected, rtol=1e-5)
@@ -57,7 +57,7 @@ def test_after_warmup_weights_are_the_gradient_of_the_official_objective(mu):
 def test_after_warmup_weights_by_hand():
   # Step 4: a = log(0.25 / 0.5), log(1 / 2) = (-log 2, -log 2), so softmax = (1/2, 1/2) and
   # w_i = T softmax_i / L_i = 2 (1/2) / L_i = (4, 1).
-  weights, _ = _run(weighting.get("stch", **SCHEDULE), 2, LOSSES[:5])
+  weights, _ = _run(weighting.get("stch", log_losses=True, **SCHEDULE), 2, LOSSES[:5])
   np.testing.assert_allclose(weights[4], [4.0, 1.0], rtol=1e-5)
 
 
@@ -80,7 +80,7 @@ def test_small_mu_puts_almost_all_weight_on_the_worst_normalised_task():
 def test_a_task_without_labels_gets_weight_zero_and_stays_out_of_the_nadir():
   counts = [[8, 8], [8, 8], [8, 0], [8, 8], [8, 8], [8, 0]]
   losses = [[l0, l1 if c[1] else 0.0] for (l0, l1), c in zip(LOSSES, counts)]
-  weights, state = _run(weighting.get("stch", **SCHEDULE), 2, losses, counts)
+  weights, state = _run(weighting.get("stch", log_losses=True, **SCHEDULE), 2, losses, counts)
   assert np.isfinite(weights).all()
   assert weights[2][1] == 0.0 and weights[5][1] == 0.0
   np.testing.assert_allclose(state.nadir, [NADIR[0], 1.0], rtol=1e-6)  # task 1: step 3 only

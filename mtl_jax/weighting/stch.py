@@ -17,13 +17,15 @@ are averaged into the nadir n_i; STCH starts after it. The weights are w_i = df/
     warm-up:  w_i = 1 / L_i                       (equal weights on the log losses)
     then:     w_i = T softmax(a / mu)_i / L_i
 
-With `log_losses=False` (not the official code), a_i = L_i / n_i, the warm-up weights are 1
-(equal weighting) and then w_i = T softmax(a / mu)_i / n_i.
+The default, `log_losses=False`, is the paper's scalarisation on the raw normalised losses,
+a_i = L_i / n_i: the warm-up weights are 1 (equal weighting) and then
+w_i = T softmax(a / mu)_i / n_i. `log_losses=True` is the official code's log space.
 
 Caveat of the log space: w_i ~ 1 / L_i grows without bound as a training loss approaches 0.
 On a training set the model fits exactly (digits: losses ~1e-6 after a few hundred steps) the
-float32 noise of a vanishing gradient is multiplied by ~1e6 and training diverges;
-`log_losses=False` has bounded weights (T / n_i at most).
+float32 noise of a vanishing gradient is multiplied by ~1e6 and training diverges (measured:
+test accuracy 0.67 digit / 0.47 parity), which is why it is not the default; the default's
+weights are bounded (T / n_i at most).
 
 The official code adds 1e-20 inside the logs; we add `epsilon` the same way (L_i + epsilon
 and L_i / n_i + epsilon). Missing labels (not in the official code): a task without labels in
@@ -79,7 +81,7 @@ def updated_nadir(state: StchState, losses: jnp.ndarray, mask: jnp.ndarray,
 
 def make(mu: float = 1.0, warmup_epochs: int = 4, steps_per_epoch: int | None = None,
          warmup_steps: int | None = None, nadir_steps: int | None = None,
-         log_losses: bool = True, epsilon: float = 1e-20) -> Weighting:
+         log_losses: bool = False, epsilon: float = 1e-20) -> Weighting:
   """STCH's task weights (see the module docstring).
 
   Args:
