@@ -16,7 +16,8 @@ from typing import Any, Mapping
 from mtl_jax.weighting import equal, manual
 from mtl_jax.weighting import dtp, dwa, rlw, uncertainty
 from mtl_jax.weighting import famo, gls, stch
-from mtl_jax.weighting.base import Weighting, WeightingInputs, make_inputs
+from mtl_jax.weighting.base import (Direction, Weighting, WeightingInputs, combine, gram_matrix,
+                                   make_inputs)
 
 REGISTRY = {
     "equal": equal.make,
@@ -51,4 +52,5 @@ def get(name: str, *, context: Mapping[str, Any] | None = None, **hyperparameter
     raise ValueError(f"weighting {name!r}: {e}") from None
 
 
-__all__ = ["CONTEXT_KEYS", "REGISTRY", "Weighting", "WeightingInputs", "get", "make_inputs"]
+__all__ = ["CONTEXT_KEYS", "Direction", "REGISTRY", "Weighting", "WeightingInputs", "combine", "get",
+           "gram_matrix", "make_inputs"]
