@@ -59,6 +59,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.weighting = "equal"                # a name registered in mtl_jax.weighting
   c.weighting_kwargs = ml_collections.ConfigDict()  # hyper-parameters of that method
   c.task_weights = config_dict.placeholder(tuple)   # fixed weights: selects `manual`
+  # Per-task gradient norms and cosines in TensorBoard every log step. Gradient methods always
+  # log them (they compute the Gram matrix anyway); loss-based methods then pay for the
+  # per-task gradients. weighting_kwargs.grad_wrt = "params" | "rep" picks what is differentiated.
+  c.grad_diagnostics = False
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adam"            # adam | adamw | sgd

@@ -54,9 +54,11 @@ class ConsoleWriter:
   def write_summaries(self, step, values, metadata=None):
     pass
 
+  hidden_prefixes = ("grad_cosine/",)  # T(T-1)/2 of them: TensorBoard only
+
   def write_scalars(self, step, scalars):
     parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-             for k, v in sorted(scalars.items())]
+             for k, v in sorted(scalars.items()) if not k.startswith(self.hidden_prefixes)]
     print(f"step {step:>6d} | " + " | ".join(parts), flush=True)
 
   def write_images(self, step, images):
@@ -94,6 +96,15 @@ def create_writer(workdir: str):
     return metric_writers.MultiWriter([])
   return metric_writers.MultiWriter(
       [metric_writers.SummaryWriter(workdir), ConsoleWriter()])
+
+
+def cosine_heatmap(cosines: np.ndarray, cell: int = 16) -> np.ndarray:
+  """u8[1, T*cell, T*cell, 3]: a T x T cosine matrix as an image, -1 blue, 0 white, +1 red."""
+  c = np.clip(np.nan_to_num(cosines), -1.0, 1.0)[..., None]
+  white, red, blue = np.ones(3), np.array([0.8, 0.1, 0.1]), np.array([0.1, 0.2, 0.8])
+  rgb = np.where(c >= 0, white + c * (red - white), white - c * (blue - white))
+  image = np.repeat(np.repeat(rgb, cell, axis=0), cell, axis=1)
+  return (255 * image[None]).round().astype(np.uint8)
 
 
 LOWER_IS_BETTER = ("loss", "mae", "rmse")

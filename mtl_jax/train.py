@@ -30,6 +30,7 @@ from mtl_jax import augment as augment_lib
 from mtl_jax import checkpoint as checkpoint_lib
 from mtl_jax import config as config_lib
 from mtl_jax import data as data_lib
+from mtl_jax import gradients
 from mtl_jax import losses as losses_lib
 from mtl_jax import metrics as metrics_lib
 from mtl_jax import models
@@ -57,6 +58,7 @@ class TrainState(flax.struct.PyTreeNode):
   opt_state: MultiTaskOptState
   rng: jnp.ndarray          # u32[2], the run's key; step keys are fold_in(rng, step)
   task_weights: jnp.ndarray  # f32[T], the weights the last step used
+  task_gram: jnp.ndarray    # f32[T, T], the last step's Gram matrix of task gradients (or 0)
   frozen: Any = flax.struct.field(default_factory=dict)  # a frozen backbone's variables, or {}
 
   @property
@@ -89,6 +91,7 @@ class Setup:
   weighting: weighting_lib.Weighting
   tasks: tuple[Task, ...]
   augment: augment_lib.AugmentFn | None = None
+  grad_wrt: str | None = None  # per-task gradients of "params" or "rep"; None: loss-based
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,9 +102,11 @@ class Setup:
 AUGMENT_STREAM = 1
 
 
-def _apply(setup: Setup, params, model_state, frozen, inputs, *, train: bool, rng=None):
-  """The model's outputs, representation and updated non-parameter collections.
+def _apply(setup: Setup, params, model_state, frozen, inputs, *, train: bool, rng=None,
+           **call):
+  """(the model's result, its updated non-parameter collections).
 
+  `call` goes to the model (`heads=False` for the trunk alone, `rep=` for the heads alone).
   The frozen backbone's variables come in as constants; whatever the model writes to them (a
   backbone that updates batch statistics whatever `train` says) is dropped.
   """
@@ -109,40 +114,81 @@ def _apply(setup: Setup, params, model_state, frozen, inputs, *, train: bool, rn
   rngs = {"dropout": rng} if rng is not None else None
   mutable = [c for c in variables if c != "params"]
   if mutable and train:
-    (outputs, rep), written = setup.model.apply(variables, inputs, train=True, rngs=rngs,
-                                                mutable=mutable)
+    result, written = setup.model.apply(variables, inputs, train=True, rngs=rngs,
+                                        mutable=mutable, **call)
     new_state, _ = backbones.split(written) if frozen else (written, None)
-    return outputs, rep, {c: new_state[c] for c in model_state}
-  outputs, rep = setup.model.apply(variables, inputs, train=train, rngs=rngs)
-  return outputs, rep, model_state
+    return result, {c: new_state[c] for c in model_state}
+  return setup.model.apply(variables, inputs, train=train, rngs=rngs, **call), model_state
+
+
+def _loss_terms(setup: Setup, outputs: dict, labels: dict):
+  """(losses f32[T], (counts i32[T], KPIs f32[T])) of the batch."""
+  losses, counts = losses_lib.task_losses(setup.tasks, outputs, labels)
+  return losses, (counts, losses_lib.task_kpis(setup.tasks, outputs, labels))
+
+
+def _loss_weighted_grads(setup: Setup, state: TrainState, inputs, labels, dropout_key,
+                         weighting_inputs):
+  """Loss-based methods: weights from the losses, then one backward with them as cotangent."""
+
+  def forward(params):
+    (outputs, _), model_state = _apply(setup, params, state.model_state, state.frozen, inputs,
+                                       train=True, rng=dropout_key)
+    losses, (counts, kpis) = _loss_terms(setup, outputs, labels)
+    return losses, (counts, kpis, model_state)
+
+  losses, backward, (counts, kpis, model_state) = jax.vjp(forward, state.params, has_aux=True)
+  weighting_inputs = weighting_inputs._replace(losses=jax.lax.stop_gradient(losses),
+                                               counts=counts, kpis=kpis)
+  weights, weighting_state = setup.weighting.update(state.opt_state.weighting, weighting_inputs)
+  weights = jax.lax.stop_gradient(weights).astype(losses.dtype)
+  (grads,) = backward(weights)
+  return grads, losses, weights, weighting_state, model_state, state.task_gram
+
+
+def _task_gradient_grads(setup: Setup, state: TrainState, inputs, labels, dropout_key,
+                         weighting_inputs):
+  """Gradient methods (and diagnostics): per-task gradients of the shared part, then the
+  method's combination (mtl_jax.gradients)."""
+  trunk_const, heads_const = gradients.split_params(state.params)
+
+  def trunk_fn(trunk_params):
+    return _apply(setup, {**heads_const, **trunk_params}, state.model_state, state.frozen,
+                  inputs, train=True, rng=dropout_key, heads=False)
+
+  def heads_fn(head_params, rep, model_state):
+    (outputs, _), model_state = _apply(setup, {**trunk_const, **head_params}, model_state,
+                                       state.frozen, None, train=True, rng=dropout_key, rep=rep)
+    losses, (counts, kpis) = _loss_terms(setup, outputs, labels)
+    return losses, (counts, kpis, model_state)
+
+  task_grads = gradients.task_gradients(trunk_fn, heads_fn, state.params,
+                                        grad_wrt=setup.grad_wrt, unroll=inputs.ndim == 4)
+  counts, kpis, model_state = task_grads.aux
+  weighting_inputs = weighting_inputs._replace(
+      losses=jax.lax.stop_gradient(task_grads.losses), counts=counts, kpis=kpis)
+  grads, weights, weighting_state, gram = gradients.apply_weighting(
+      setup.weighting, state.opt_state.weighting, weighting_inputs, task_grads)
+  return grads, task_grads.losses, weights, weighting_state, model_state, gram
 
 
 def train_step(setup: Setup, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-  """One step: forward, per-task losses, weights, one backward with the weights as cotangent."""
+  """One step: forward, per-task losses, weights (from the losses, or from the per-task
+  gradients for gradient methods), the combined gradient, the optimizer update."""
   step_key = jax.random.fold_in(state.rng, state.step)
   dropout_key, weighting_key = jax.random.split(step_key)
   inputs = batch["inputs"]
   if setup.augment is not None:
     inputs = setup.augment(jax.random.fold_in(step_key, AUGMENT_STREAM), inputs)
-
-  def forward(params):
-    outputs, _, model_state = _apply(setup, params, state.model_state, state.frozen, inputs,
-                                     train=True, rng=dropout_key)
-    losses, counts = losses_lib.task_losses(setup.tasks, outputs, batch["labels"])
-    kpis = losses_lib.task_kpis(setup.tasks, outputs, batch["labels"])
-    return losses, (counts, kpis, model_state)
-
-  losses, backward, (counts, kpis, model_state) = jax.vjp(forward, state.params, has_aux=True)
-  inputs = weighting_lib.WeightingInputs(jax.lax.stop_gradient(losses), counts, kpis,
-                                         weighting_key, state.step)
-  weights, weighting_state = setup.weighting.update(state.opt_state.weighting, inputs)
-  weights = jax.lax.stop_gradient(weights).astype(losses.dtype)
-  (grads,) = backward(weights)
+  weighting_inputs = weighting_lib.WeightingInputs(None, None, None, weighting_key, state.step)
+  combine = _loss_weighted_grads if setup.grad_wrt is None else _task_gradient_grads
+  grads, losses, weights, weighting_state, model_state, gram = combine(
+      setup, state, inputs, batch["labels"], dropout_key, weighting_inputs)
   updates, opt_state = setup.tx.update(grads, state.opt_state.optimizer, state.params)
   new_state = state.replace(
       step=state.step + 1, params=optax.apply_updates(state.params, updates),
       model_state=model_state, opt_state=MultiTaskOptState(weighting_state, opt_state),
-      task_weights=weights)
+      task_weights=weights, task_gram=gram)
   return new_state, losses
 
 
@@ -234,7 +280,8 @@ def create_train_state(setup: Setup, seed: int, example_inputs: np.ndarray, mesh
                                   setup.tx.init(params))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=dict(variables),
                       opt_state=opt_state, rng=run_key,
-                      task_weights=jnp.zeros((len(setup.tasks),), jnp.float32), frozen=frozen)
+                      task_weights=jnp.zeros((len(setup.tasks),), jnp.float32),
+                      task_gram=jnp.zeros((len(setup.tasks),) * 2, jnp.float32), frozen=frozen)
 
   return jax.jit(init, out_shardings=sharding_lib.replicated(mesh))(jax.random.PRNGKey(seed),
                                                                     backbone_variables)
@@ -276,6 +323,18 @@ def weight_metrics(state: TrainState, tasks: Sequence[Task]) -> dict[str, float]
   """{"weight/<task>": w}: the task weights of the last step."""
   weights = jax.device_get(state.task_weights)
   return {f"weight/{t.name}": float(w) for t, w in zip(tasks, weights)}
+
+
+def gradient_metrics(state: TrainState, tasks: Sequence[Task]) -> tuple[dict, np.ndarray]:
+  """({"grad_norm/<task>", "grad_cosine/<a>/<b>"}, the cosine matrix) of the last step."""
+  gram = np.asarray(jax.device_get(state.task_gram), np.float64)
+  norms = np.sqrt(np.maximum(np.diag(gram), 0.0))
+  cosines = gram / np.maximum(np.outer(norms, norms), 1e-30)
+  scalars = {f"grad_norm/{t.name}": float(n) for t, n in zip(tasks, norms)}
+  for i, a in enumerate(tasks):
+    for j in range(i + 1, len(tasks)):
+      scalars[f"grad_cosine/{a.name}/{tasks[j].name}"] = float(cosines[i, j])
+  return scalars, cosines
 
 
 def dispatch_chunks(start: int, stop: int, max_length: int,
@@ -332,15 +391,32 @@ def build_setup(config: ml_collections.ConfigDict, tasks: tuple[Task, ...],
   tx = optim.make_optimizer(config.optimizer, config.num_steps)
   context = {"optimizer": tx, "num_steps": config.num_steps, "steps_per_epoch": steps_per_epoch}
   name = config_lib.weighting_name(config)
+  kwargs = config_lib.weighting_kwargs(config)
+  grad_wrt = kwargs.pop("grad_wrt", None)
   try:
-    weighting = weighting_lib.get(name, context=context, **config_lib.weighting_kwargs(config))
+    weighting = weighting_lib.get(name, context=context, **kwargs)
     weighting.init(tasks)
   except ValueError as e:
     raise ConfigError(f"config.weighting: {e}") from None
+  grad_wrt = _gradient_mode(name, weighting, grad_wrt, config.grad_diagnostics)
   # Pixels of 8-bit images (and of 16-bit ones, scaled alike) lie in [0, 255 / norm].
   augment = augment_lib.make_augment(config.augment.to_dict(),
                                      value_range=(0.0, 255.0 / config.images.norm))
-  return Setup(model, tx, weighting, tasks, augment)
+  return Setup(model, tx, weighting, tasks, augment, grad_wrt)
+
+
+def _gradient_mode(name: str, weighting: weighting_lib.Weighting, grad_wrt: str | None,
+                   diagnostics: bool) -> str | None:
+  """What the per-task gradients are taken of ("params" | "rep"), or None for none at all."""
+  if grad_wrt is not None and grad_wrt not in gradients.GRAD_WRT:
+    raise ConfigError(f"config.weighting_kwargs.grad_wrt must be one of {gradients.GRAD_WRT}, "
+                      f"got {grad_wrt!r}")
+  if grad_wrt == "rep" and weighting.needs != "losses" and not weighting.allows_rep:
+    raise ConfigError(f"config.weighting_kwargs.grad_wrt: weighting {name!r} is not defined on "
+                      "representation gradients; use grad_wrt='params'")
+  if weighting.needs == "losses" and not diagnostics:
+    return None
+  return grad_wrt or "params"
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -502,6 +578,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
         scalars = {f"train/{t.name}/loss": l for t, l in zip(tasks, summary["loss"])}
         scalars.update(weight_metrics(state, tasks))
         scalars.update({"train/learning_rate": schedule(step - 1), "train/steps_per_s": rate})
+        if setup.grad_wrt is not None:
+          grad_scalars, cosines = gradient_metrics(state, tasks)
+          scalars.update(grad_scalars)
+          writer.write_images(step, {"grad_cosines": metrics_lib.cosine_heatmap(cosines)})
         writer.write_scalars(step, metrics_lib.to_scalars(scalars))
         window_start, window_time = step, time.perf_counter()
       if step % config.eval_every == 0 and step < config.num_steps:

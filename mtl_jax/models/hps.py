@@ -13,6 +13,9 @@ from mtl_jax.models.specs import SpecStack, global_pool
 from mtl_jax.tasks import Task
 
 
+TRUNK = (BACKBONE, "shared")  # the top-level parameter names of the shared part
+
+
 class HardParameterSharing(nn.Module):
   """Returns ({task: logits f32[B, C] | values f32[B, 1]}, shared representation).
 
@@ -32,7 +35,18 @@ class HardParameterSharing(nn.Module):
   freeze_backbone: bool = False
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, *, train: bool = False):
+  def __call__(self, x: jnp.ndarray | None, *, train: bool = False,
+               rep: jnp.ndarray | None = None, heads: bool = True):
+    """`heads=False`: the trunk alone, returning the representation; `rep` given: the heads
+    alone, on that representation (`x` unused). Gradient methods differentiate the two parts
+    separately (mtl_jax.gradients)."""
+    if rep is None:
+      rep = self._trunk(x, train)
+    if not heads:
+      return rep
+    return self._heads(rep, train), rep
+
+  def _trunk(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     backbone_train = train and not self.freeze_backbone
     if self.backbone is not None:
       x = call_backbone(self.backbone, x, backbone_train)
@@ -40,11 +54,13 @@ class HardParameterSharing(nn.Module):
       x = SpecStack(self.backbone_spec, self.dropout_rate, name=BACKBONE)(x, train=backbone_train)
     if self.freeze_backbone:
       x = jax.lax.stop_gradient(x)
-    rep = SpecStack(self.shared_layers, self.dropout_rate, name="shared")(x, train=train)
+    return SpecStack(self.shared_layers, self.dropout_rate, name="shared")(x, train=train)
+
+  def _heads(self, rep: jnp.ndarray, train: bool) -> dict:
     outputs = {}
     for task in self.tasks:
       h = SpecStack(self.task_layers, self.dropout_rate, name=f"head_{task.name}")(
           rep, train=train)
       h = global_pool(h, self.global_pooling)
       outputs[task.name] = nn.Dense(task.output_size, name=f"out_{task.name}")(h)
-    return outputs, rep
+    return outputs
