@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from mtl_jax.weighting import equal, manual
 from mtl_jax.weighting import dtp, dwa, rlw, uncertainty
 from mtl_jax.weighting import famo, gls, stch
-from mtl_jax.weighting import mgda, pcgrad
+from mtl_jax.weighting import gradvac, mgda, pcgrad
 from mtl_jax.weighting.base import (Direction, Weighting, WeightingInputs, combine, gram_matrix,
                                    make_inputs)
 
@@ -33,6 +33,7 @@ REGISTRY = {
     "stch": stch.make,
     "mgda": mgda.make,
     "pcgrad": pcgrad.make,
+    "gradvac": gradvac.make,
 }
 
 CONTEXT_KEYS = ("optimizer", "steps_per_epoch", "num_steps")
