@@ -116,14 +116,22 @@ def test_it_runs_inside_a_jit_compiled_step():
   assert float(step(KEY, images)) == pytest.approx(float(expected), rel=1e-6)
 
 
-@pytest.mark.parametrize("make_mesh", [
-    lambda: jax.sharding.Mesh(np.array(jax.devices()), ("data",)),  # automatic sharding
-    lambda: jax.make_mesh((jax.device_count(),), ("data",)),  # explicit sharding
-], ids=["auto", "explicit"])
-def test_a_batch_sharded_over_devices_gives_the_same_result(make_mesh):
-  sharding = jax.sharding.NamedSharding(make_mesh(), jax.sharding.PartitionSpec("data"))
+def test_a_batch_sharded_over_devices_gives_the_same_result():
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))  # as mtl_jax.sharding makes it
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
   augment_batch, images = augment.make_augment(FEW_OPTIONS), _random_images(jax.device_count())
   sharded = augment_batch(KEY, jax.device_put(images, sharding))
+  np.testing.assert_allclose(np.asarray(sharded), np.asarray(augment_batch(KEY, images)),
+                             atol=1e-6)
+
+
+def test_a_batch_under_explicit_sharding_gives_the_same_result():
+  mesh = jax.make_mesh((jax.device_count(),), ("data",))  # explicit axes by default
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  augment_batch, images = augment.make_augment(FEW_OPTIONS), _random_images(jax.device_count())
+  with jax.set_mesh(mesh):
+    sharded = augment_batch(KEY, jax.device_put(images, sharding))
+  assert sharded.sharding.spec[0] == "data"
   np.testing.assert_allclose(np.asarray(sharded), np.asarray(augment_batch(KEY, images)),
                              atol=1e-6)
 
@@ -156,6 +164,19 @@ def test_rot90_turns_a_non_square_image_by_0_or_180_degrees():
   half_turns = [np.array_equal(example, image[::-1, ::-1]) for example in out]
   assert all(h or np.array_equal(example, image) for h, example in zip(half_turns, out))
   assert 0 < sum(half_turns) < len(out)
+
+
+@pytest.mark.parametrize("bilinear", [False, True])
+def test_flips_and_turns_resample_exactly_like_numpy(bilinear):
+  image = np.asarray(_random_images(height=6, width=6)[0])
+  def transformed(flip_rows, flip_cols, turns):
+    matrix = augment.geometry_matrix(flip_rows, flip_cols, turns, 1.0)
+    return np.asarray(augment.resample(jnp.asarray(image), matrix, bilinear))
+  np.testing.assert_array_equal(transformed(1, -1, 0), image[:, ::-1])
+  np.testing.assert_array_equal(transformed(-1, 1, 0), image[::-1])
+  for k in range(4):
+    np.testing.assert_array_equal(transformed(1, 1, k), np.rot90(image, k))
+  np.testing.assert_array_equal(transformed(-1, -1, 1), np.rot90(image[::-1, ::-1], 1))
 
 
 def test_zoom_by_one_leaves_the_image_unchanged():
