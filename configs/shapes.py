@@ -32,9 +32,9 @@ def get_config(arg: str | None = None):
   config.model.backbone = (16, "p", 32, "p", 64, "p")
   config.model.shared_layers = (64,)
   config.model.task_layers = ()
-  config.optimizer.learning_rate = 3e-3
+  config.optimizer.learning_rate = 2e-3
   config.optimizer.schedule = "constant"
-  config.batch_size = config.eval_batch_size = 64
+  config.batch_size = config.eval_batch_size = 32
   config.num_epochs = 8
   if options.pop("runlocal", None):
     config.images.imshape = (16, 16)

@@ -38,7 +38,7 @@ import hashlib
 import json
 import os
 import warnings
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -89,7 +89,8 @@ class Inputs:
 
   `downstream` holds the probe's files with labels {"downstream": i32[N]} (class names in
   `downstream_classes`), or is None. `backbone_variables` is None for a fresh backbone (or when
-  loading, where the checkpoint has them).
+  loading, where the checkpoint has them). `decode` reads the run's files; it keeps the
+  images the checks decoded when they all fit in `CACHE_BYTES`.
   """
   config: ml_collections.ConfigDict
   tasks: tuple[Task, ...]
@@ -99,6 +100,7 @@ class Inputs:
   downstream_classes: tuple
   backbone: nn.Module
   backbone_variables: dict | None
+  decode: Callable[[str], np.ndarray]
 
 
 def trainer_config(*, tasks: Sequence[str], fcn: Any, shared_layers, task_layers,
@@ -178,7 +180,9 @@ def prepare(config: ml_collections.ConfigDict, train_labels: pd.DataFrame,
     data_lib.check_columns(frame, names, images.filepaths, split)
   downstream = _downstream_frame(downstream_labels, images.filepaths)
   frames = {"train": train_labels, "val": val_labels, DOWNSTREAM: downstream}
-  frames = _without_bad_files(frames, config)
+  num_files = sum(len(f) for f in frames.values() if f is not None)
+  decode = _cache_if_small(decoder(images), num_files, (*images.imshape, images.num_channels))
+  frames = _without_bad_files(frames, images, decode)
   tasks = data_lib.infer_tasks(frames["train"], frames["val"], names, images.task_types.to_dict())
   train, val = (_files(frames[s], tasks, images.filepaths) for s in ("train", "val"))
   sampler = _sampler(config, tasks, train)
@@ -196,7 +200,8 @@ def prepare(config: ml_collections.ConfigDict, train_labels: pd.DataFrame,
   if variables is None and not config.model.train_backbone:
     warnings.warn("the backbone starts from random weights and train_fcn=False keeps them "
                   "frozen; pass train_fcn=True to train it", UserWarning, stacklevel=3)
-  return Inputs(config, tasks, train, val, probe_files, probe_classes, module, variables)
+  return Inputs(config, tasks, train, val, probe_files, probe_classes, module, variables,
+                decode)
 
 
 def _one_line(error: Exception) -> str:
@@ -236,16 +241,16 @@ def decoder(images: ml_collections.ConfigDict):
 
 
 def _paths(frame: pd.DataFrame, filepaths: str) -> np.ndarray:
-  return np.asarray([os.fspath(p) if isinstance(p, (str, os.PathLike)) else str(p)
-                     for p in frame[filepaths]], dtype=object)
+  """str[N]: the frame's file paths, made absolute (a run can be loaded from elsewhere)."""
+  return np.asarray([os.path.abspath(p if isinstance(p, (str, os.PathLike)) else str(p))
+                     for p in frame[filepaths]], dtype=str)
 
 
-def _without_bad_files(frames: dict, config: ml_collections.ConfigDict) -> dict:
+def _without_bad_files(frames: dict, images: ml_collections.ConfigDict, decode) -> dict:
   """`frames` without rows whose file is missing or cannot be decoded (or ConfigError)."""
-  images = config.images
   paths = {name: _paths(f, images.filepaths) for name, f in frames.items() if f is not None}
   unique = list(dict.fromkeys(p for ps in paths.values() for p in ps))
-  bad = set(data_lib.find_bad_files(unique, images.num_workers, decode=decoder(images)))
+  bad = set(data_lib.find_bad_files(unique, images.num_workers, decode=decode))
   if not bad:
     return frames
   named = [p for p in unique if p in bad][:BAD_FILES_SHOWN]
@@ -262,8 +267,7 @@ def _without_bad_files(frames: dict, config: ml_collections.ConfigDict) -> dict:
 
 
 def _files(frame: pd.DataFrame, tasks: Sequence[Task], filepaths: str) -> Files:
-  paths = np.asarray([os.path.abspath(p) for p in _paths(frame, filepaths)], dtype=str)
-  return Files(paths, data_lib.encode_frame(frame, tasks))
+  return Files(_paths(frame, filepaths), data_lib.encode_frame(frame, tasks))
 
 
 def _probe_files(frame: pd.DataFrame | None, filepaths: str) -> tuple[Files | None, tuple]:
@@ -335,7 +339,7 @@ def _check_model(model: nn.Module, input_shape: Sequence[int]) -> None:
 
 
 def _cache_if_small(decode, num_files: int, input_shape: Sequence[int]):
-  """`decode` remembering its images when the whole split fits in `CACHE_BYTES`."""
+  """`decode` remembering its images when `num_files` of them fit in `CACHE_BYTES`."""
   if num_files * int(np.prod(input_shape)) * 4 <= CACHE_BYTES:
     return data_lib.cached(decode)
   return decode
@@ -484,8 +488,11 @@ class MultiTaskTrainer:
       train, val = (split(s, [t.name for t in tasks]) for s in ("train", "val"))
       downstream = split(DOWNSTREAM, [DOWNSTREAM]) if f"{DOWNSTREAM}/paths" in saved else None
     module = backbones.load_module(os.path.join(logdir, _BACKBONE_DIR))
+    num_files = sum(len(f) for f in (train, val, downstream) if f is not None)
+    decode = _cache_if_small(decoder(config.images), num_files,
+                             (*config.images.imshape, config.images.num_channels))
     inputs = Inputs(config, tasks, train, val, downstream,
-                    tuple(run_info.get("downstream_classes", ())), module, None)
+                    tuple(run_info.get("downstream_classes", ())), module, None, decode)
     trainer = cls.from_inputs(logdir, inputs, _mesh(mesh, strategy), write=False)
     checkpoints = Checkpointer(logdir, config.keep_checkpoints)
     try:
@@ -508,10 +515,7 @@ class MultiTaskTrainer:
     self._inputs = inputs
     self._mesh = mesh
     input_shape = (*images.imshape, images.num_channels)
-    decode = decoder(images)
-    self._decode = decode
-    self._train_decode = _cache_if_small(decode, len(inputs.train), input_shape)
-    self._val_decode = _cache_if_small(decode, len(inputs.val), input_shape)
+    self._decode = decoder(images)  # for predict: new files are not kept
     self._sampler = _sampler(config, inputs.tasks, inputs.train)
     self._setup = train_lib.build_setup(config, inputs.tasks, inputs.backbone,
                                         self._sampler.steps_per_epoch)
@@ -526,7 +530,7 @@ class MultiTaskTrainer:
   def _train_batches(self, steps: Sequence[int]):
     images = self.config.images
     return data_lib.image_batches(self._inputs.train.paths, self._inputs.train.labels,
-                                  self._sampler, steps, self._train_decode, mesh=self._mesh,
+                                  self._sampler, steps, self._inputs.decode, mesh=self._mesh,
                                   num_workers=images.num_workers)
 
   def _run_info(self, config: ml_collections.ConfigDict | None = None) -> dict:
@@ -637,12 +641,12 @@ class MultiTaskTrainer:
   def _evaluate(self, state: train_lib.TrainState) -> dict[str, float]:
     val = self._inputs.val
     batches = data_lib.eval_image_batches(val.paths, val.labels, self.config.eval_batch_size,
-                                          self._val_decode, mesh=self._mesh,
+                                          self._inputs.decode, mesh=self._mesh,
                                           num_workers=self.config.images.num_workers)
     metrics = train_lib.evaluate(self._eval_fn, state, batches, self._mesh, "val")
     if self._inputs.downstream is not None:
       files = self._inputs.downstream
-      features = self._outputs(state, files.paths, self._decode)["representation"]
+      features = self._outputs(state, files.paths, self._inputs.decode)["representation"]
       metrics[f"val/{DOWNSTREAM}/accuracy"] = probe_lib.probe_accuracy(
           features, files.labels[DOWNSTREAM])
     return metrics
