@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from mtl_jax.weighting import equal, manual
 from mtl_jax.weighting import dtp, dwa, rlw, uncertainty
 from mtl_jax.weighting import famo, gls, stch
-from mtl_jax.weighting import gradvac, mgda, pcgrad
+from mtl_jax.weighting import cagrad, gradvac, mgda, pcgrad
 from mtl_jax.weighting.base import (Direction, Weighting, WeightingInputs, combine, gram_matrix,
                                    make_inputs)
 
@@ -34,6 +34,7 @@ REGISTRY = {
     "mgda": mgda.make,
     "pcgrad": pcgrad.make,
     "gradvac": gradvac.make,
+    "cagrad": cagrad.make,
 }
 
 CONTEXT_KEYS = ("optimizer", "steps_per_epoch", "num_steps")

@@ -1,0 +1,121 @@
+"""CAGrad (Liu et al., NeurIPS 2021): the best worst-case improvement near the mean gradient."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import optimize
+
+from mtl_jax import weighting
+
+
+def _weights(jacobian, counts=None, **kwargs):
+  jacobian = jnp.asarray(jacobian, jnp.float32)
+  method = weighting.get("cagrad", **kwargs)
+  inputs = weighting.make_inputs(np.ones(len(jacobian)), counts, grads=jacobian)
+  w, state = method.update(method.init(len(jacobian)), inputs)
+  return np.asarray(w, np.float64), state
+
+
+def _brute_force_direction(jacobian, c):
+  """d = g_0 + c0 g_w / ||g_w|| with w from SLSQP on the dual (float64, the official solver)."""
+  jacobian = np.asarray(jacobian, np.float64)
+  gram, num_tasks = jacobian @ jacobian.T, len(jacobian)
+  b = np.full(num_tasks, 1 / num_tasks)
+  c0 = c * np.sqrt(b @ gram @ b)
+  result = optimize.minimize(lambda w: w @ gram @ b + c0 * np.sqrt(max(w @ gram @ w, 0.0)), b,
+                             bounds=[(0, 1)] * num_tasks,
+                             constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}],
+                             method="SLSQP", options={"ftol": 1e-14, "maxiter": 1000})
+  g_w = result.x @ jacobian
+  return b @ jacobian + c0 * g_w / np.linalg.norm(g_w)
+
+
+@pytest.mark.parametrize("rescale", [0, 1, 2])
+def test_c_zero_gives_the_mean_gradient(rescale):
+  jacobian = np.random.default_rng(0).normal(size=(4, 5))
+  w, _ = _weights(jacobian, c=0.0, rescale=rescale)
+  np.testing.assert_allclose(w, np.full(4, 0.25), atol=1e-7)
+
+
+@pytest.mark.parametrize("num_tasks", [2, 3, 5])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_direction_equals_the_dual_solved_by_slsqp(num_tasks, seed):
+  rng = np.random.default_rng(seed)
+  jacobian = rng.normal(size=(num_tasks, 6)) + 0.5 * rng.normal(size=(1, 6))
+  w, _ = _weights(jacobian, c=0.5, rescale=0)
+  np.testing.assert_allclose(w @ jacobian, _brute_force_direction(jacobian, 0.5), atol=2e-3)
+
+
+def test_the_direction_solves_the_primal_max_min_improvement_in_the_ball():
+  # Eq. 2: d maximises min_i <g_i, d> over ||d - g_0|| <= c ||g_0||.
+  rng = np.random.default_rng(2)
+  jacobian = rng.normal(size=(3, 4)) + np.array([1.0, 0.0, 0.0, 0.0])
+  c = 0.5
+  w, _ = _weights(jacobian, c=c, rescale=0)
+  d, g_0 = w @ jacobian, jacobian.mean(0)
+  radius = c * np.linalg.norm(g_0)
+  np.testing.assert_allclose(np.linalg.norm(d - g_0), radius, rtol=1e-4)
+  others = rng.normal(size=(2000, 4))
+  others = g_0 + radius * others / np.linalg.norm(others, axis=1, keepdims=True) * (
+      rng.uniform(size=(2000, 1)) ** 0.25)
+  assert (jacobian @ d).min() >= (others @ jacobian.T).min(1).max() - 1e-4
+
+
+def test_rescale_divides_the_direction_by_one_plus_c_squared_or_one_plus_c():
+  jacobian = np.random.default_rng(3).normal(size=(3, 4))
+  plain, _ = _weights(jacobian, c=0.4, rescale=0)
+  np.testing.assert_allclose(_weights(jacobian, c=0.4, rescale=1)[0], plain / 1.16, rtol=1e-5)
+  np.testing.assert_allclose(_weights(jacobian, c=0.4, rescale=2)[0], plain / 1.4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("jacobian, direction", [
+    ([[1.0, -2.0], [-1.0, 2.0]], [0.0, 0.0]),   # exactly opposite: g_0 = 0, so d = 0
+    ([[1.0, 1.0], [1.0, 1.0]], [1.5, 1.5]),     # identical: d = (1 + c) g (rescale 0)
+])
+def test_degenerate_gradients(jacobian, direction):
+  w, state = _weights(jacobian, rescale=0)
+  assert np.isfinite(w).all() and np.isfinite(np.asarray(state.dual_weights)).all()
+  np.testing.assert_allclose(w @ np.asarray(jacobian), direction, atol=1e-6)
+
+
+@pytest.mark.parametrize("jacobian", [[[1.0, 2.0], [0.0, 0.0]], [[1.0, 1.0], [3.0, 3.0]],
+                                      np.zeros((3, 2))])
+def test_a_zero_or_parallel_gradient_gives_finite_weights(jacobian):
+  w, _ = _weights(jacobian)
+  assert np.isfinite(w).all()
+
+
+def test_a_task_without_labels_gets_weight_zero_and_leaves_the_mean():
+  jacobian = [[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]
+  w, _ = _weights(jacobian, counts=[2, 0, 2], c=0.0)
+  np.testing.assert_allclose(w, [0.5, 0.0, 0.5], atol=1e-7)
+  w, state = _weights(jacobian, counts=[2, 0, 2])
+  assert np.isfinite(w).all() and w[1] == 0.0 and state.dual_weights[1] == 0.0
+  np.testing.assert_array_equal(_weights(jacobian, counts=[0, 0, 0])[0], [0.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e6])
+def test_the_weights_do_not_depend_on_the_gradient_scale(scale):
+  jacobian = np.random.default_rng(4).normal(size=(4, 5))
+  np.testing.assert_allclose(_weights(scale * jacobian)[0], _weights(jacobian)[0], atol=1e-4)
+
+
+def test_jit_equals_eager():
+  method = weighting.get("cagrad")
+  jacobian = jnp.asarray(np.random.default_rng(5).normal(size=(4, 3)), jnp.float32)
+  inputs = weighting.make_inputs(np.ones(4), [1, 1, 0, 1], grads=jacobian)
+  state = method.init(4)
+  (w_eager, _), (w_jit, _) = method.update(state, inputs), jax.jit(method.update)(state, inputs)
+  np.testing.assert_allclose(w_jit, w_eager, rtol=1e-5, atol=1e-7)
+
+
+def test_cagrad_reads_only_the_gram_matrix():
+  method = weighting.get("cagrad")
+  assert method.needs == "gram" and not method.allows_rep
+
+
+@pytest.mark.parametrize("kwargs", [{"c": -0.1}, {"rescale": 3}, {"iterations": 0}])
+def test_bad_hyperparameters_are_value_errors(kwargs):
+  with pytest.raises(ValueError, match="cagrad"):
+    weighting.get("cagrad", **kwargs)
