@@ -589,12 +589,13 @@ class MultiTaskTrainer:
 
   @property
   def state(self) -> train_lib.TrainState:
+    """The current TrainState. The next `fit` donates its arrays: copy what you keep."""
     return self._state
 
   @property
   def fcn(self) -> tuple[nn.Module, dict]:
     """The backbone as a `(module, variables)` pair, trained or not; host copies for reuse."""
-    return self._inputs.backbone, jax.device_get(backbones.extract(self._state.variables))
+    return self._inputs.backbone, backbones.to_host(backbones.extract(self._state.variables))
 
   def fit(self, epochs: int = 1) -> dict[str, float]:
     """Trains `epochs` more epochs, evaluating and checkpointing after each; returns
