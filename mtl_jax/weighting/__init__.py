@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from mtl_jax.weighting import equal, manual
 from mtl_jax.weighting import dtp, dwa, rlw, uncertainty
 from mtl_jax.weighting import famo, gls, stch
-from mtl_jax.weighting import cagrad, gradvac, mgda, pcgrad
+from mtl_jax.weighting import cagrad, gradvac, imtl, mgda, pcgrad
 from mtl_jax.weighting.base import (Direction, Weighting, WeightingInputs, combine, gram_matrix,
                                    make_inputs)
 
@@ -35,6 +35,7 @@ REGISTRY = {
     "pcgrad": pcgrad.make,
     "gradvac": gradvac.make,
     "cagrad": cagrad.make,
+    "imtl": imtl.make,
 }
 
 CONTEXT_KEYS = ("optimizer", "steps_per_epoch", "num_steps")
