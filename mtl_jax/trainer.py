@@ -734,7 +734,11 @@ def _mesh(mesh, strategy):
   if mesh is not None and strategy is not None and mesh is not strategy:
     raise ConfigError("give mesh or strategy (the same thing), not both")
   mesh = mesh if mesh is not None else strategy
-  return sharding_lib.make_mesh() if mesh is None else mesh
+  if mesh is None:
+    return sharding_lib.make_mesh()
+  if not isinstance(mesh, jax.sharding.Mesh):
+    raise ConfigError(f"mesh/strategy must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+  return mesh
 
 
 # ----------------------------------------------------------------------------------------------
