@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from mtl_jax.weighting import equal, manual
 from mtl_jax.weighting import dtp, dwa, rlw, uncertainty
 from mtl_jax.weighting import famo, gls, stch
-from mtl_jax.weighting import cagrad, gradvac, imtl, mgda, pcgrad
+from mtl_jax.weighting import cagrad, graddrop, gradvac, imtl, mgda, pcgrad
 from mtl_jax.weighting.base import (Direction, Weighting, WeightingInputs, combine, gram_matrix,
                                    make_inputs)
 
@@ -36,6 +36,7 @@ REGISTRY = {
     "gradvac": gradvac.make,
     "cagrad": cagrad.make,
     "imtl": imtl.make,
+    "graddrop": graddrop.make,
 }
 
 CONTEXT_KEYS = ("optimizer", "steps_per_epoch", "num_steps")

@@ -153,3 +153,25 @@ def min_norm_weights(gram: jnp.ndarray, mask: jnp.ndarray | None = None,
     away_steps: whether to take away steps (False: the paper's plain Frank-Wolfe).
   """
   return min_norm_solve(gram, mask, iterations, tol, away_steps).weights
+
+
+def simplex_face_point(weights: jnp.ndarray,
+                       mask: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """(mu f32[T], mass f32[]): the `mask` entries of `weights` rescaled to sum 1, and their sum.
+
+  For methods that keep weights on the simplex across steps (MoCo, MoDo, SDMGrad) and move
+  only the tasks with labels in the batch: a step on mu over the simplex of the masked tasks,
+  written back as `jnp.where(mask, mass * new_mu, weights)`, is the projected step on the face
+  that keeps the other tasks' entries fixed (projecting onto {x >= 0, sum x = mass} is mass
+  times the projection of x / mass onto the simplex). mu is 0 outside the mask, and uniform
+  over the mask when the masked entries sum to 0.
+
+  Args:
+    weights: f32[T], non-negative.
+    mask: bool[T], the tasks to move.
+  """
+  weights = jnp.where(mask, jnp.asarray(weights, jnp.float32), 0.0)
+  mass = weights.sum()
+  uniform = jnp.where(mask, 1.0, 0.0) / jnp.maximum(mask.sum(), 1)
+  mu = jnp.where(mass > 0, weights / jnp.where(mass > 0, mass, 1.0), uniform)
+  return mu, mass

@@ -1,0 +1,110 @@
+"""GradDrop: gradient sign dropout.
+
+Chen, Ngiam, Huang, Luong, Kretzschmar, Chai and Anguelov, "Just Pick a Sign: Optimizing Deep
+Multitask Models with Gradient Sign Dropout", NeurIPS 2020, https://arxiv.org/abs/2010.06808,
+Eqs. 1-2 and Algorithm 1; LibMTL's `weighting/GradDrop.py`, TorchJD's `aggregation/_graddrop.py`.
+
+Per coordinate of the per-task gradients g_i (every leaf of `inputs.grads`, [T, ...]):
+
+    P   = 1/2 (1 + sum_i g_i / sum_i |g_i|)               (gradient positive sign purity, Eq. 1)
+    M_i = I[P > U] I[g_i > 0] + I[P < U] I[g_i < 0],  U ~ Uniform(0, 1) per coordinate  (Eq. 2)
+    d   = sum_i (l_i + (1 - l_i) M_i) g_i                  (l_i the leak, Algorithm 1)
+
+with f(P) = P (the paper's default). So each coordinate keeps either its positive or its negative
+task gradients, the positive ones with probability P. U comes from the step key
+(`inputs.key`). Where every g_i is 0, P = 1/2 (LibMTL adds 1e-7 to the denominator instead).
+
+GradDrop is not a linear combination of the task gradients, so `update` returns a `Direction`
+(needs="grads"). Its effective weights, logged as "weight/<task>", are the share of each task's
+squared gradient that survives the mask, w_i = <(l_i + (1 - l_i) M_i) g_i, g_i> / ||g_i||^2
+(1 when nothing of task i is dropped, l_i when all of it is; 0 for a zero gradient).
+
+Where it applies: the paper inserts GradDrop at an activation layer (the representation the
+heads read), so the natural mode is the representation mode (`allows_rep`,
+`grad_wrt="rep"`); in the parameter mode it acts per parameter coordinate (as TorchJD does).
+For batch-separated activations the paper first sums each task's gradient over the batch
+(`marginalise_batch=True`: the leaves' axis 1, the batch axis of representation gradients)
+and draws one mask per feature, shared by the batch. Deviation: the paper and LibMTL weight
+each example by the sign of the activation, sign(A), before that sum; methods do not see the
+activations, so the plain gradients are summed (the same wherever A > 0, e.g. ReLU features
+that are active).
+
+Missing labels: a task without labels has zero gradients, so it neither moves P nor contributes
+to d, and its effective weight is 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mtl_jax.weighting.base import Direction, Weighting, WeightingInputs, task_kinds
+
+
+class GraddropState(NamedTuple):
+  weights: jnp.ndarray  # f32[T], the last step's effective weights (for inspection)
+
+
+def sign_purity(signal: jnp.ndarray) -> jnp.ndarray:
+  """P = 1/2 (1 + sum_i s_i / sum_i |s_i|) over the task axis 0; 1/2 where every s_i is 0."""
+  total, magnitude = signal.sum(0), jnp.abs(signal).sum(0)
+  return 0.5 * (1.0 + jnp.where(magnitude > 0, total / jnp.where(magnitude > 0, magnitude, 1.0),
+                                0.0))
+
+
+def keep_factors(grad: jnp.ndarray, key: jnp.ndarray, leak: jnp.ndarray,
+                 marginalise_batch: bool) -> jnp.ndarray:
+  """[T, ...] l_i + (1 - l_i) M_i for one leaf of per-task gradients [T, ...]."""
+  signal = grad.sum(1) if marginalise_batch else grad
+  purity = sign_purity(signal)
+  uniform = jax.random.uniform(key, purity.shape, purity.dtype)
+  mask = ((purity > uniform) & (signal > 0)) | ((purity < uniform) & (signal < 0))
+  if marginalise_batch:
+    mask = jnp.expand_dims(mask, 1)  # one mask per feature, shared by the batch
+  leak = leak.reshape((-1,) + (1,) * (grad.ndim - 1))
+  return leak + (1.0 - leak) * mask.astype(grad.dtype)
+
+
+def graddrop(grads: Any, key: jnp.ndarray, leak: jnp.ndarray,
+             marginalise_batch: bool) -> tuple[Any, jnp.ndarray]:
+  """(the direction, a pytree like one task's gradient; effective weights f32[T])."""
+  leaves, treedef = jax.tree.flatten(grads)
+  keys = jax.random.split(key, len(leaves))
+  factors = [keep_factors(g, k, leak, marginalise_batch) for g, k in zip(leaves, keys)]
+  direction = [(f * g).sum(0) for f, g in zip(factors, leaves)]
+  sum_over_leaf = lambda x: x.reshape(x.shape[0], -1).sum(1)
+  kept = sum(sum_over_leaf(f * g * g) for f, g in zip(factors, leaves))
+  total = sum(sum_over_leaf(g * g) for g in leaves)
+  weights = jnp.where(total > 0, kept / jnp.where(total > 0, total, 1.0), 0.0)
+  return jax.tree.unflatten(treedef, direction), weights.astype(jnp.float32)
+
+
+def make(leak: float | Sequence[float] = 0.0, marginalise_batch: bool = False) -> Weighting:
+  """GradDrop's direction (see the module docstring).
+
+  Args:
+    leak: l_i in [0, 1], one for all tasks or one per task (0: pure GradDrop; 1: the sum).
+    marginalise_batch: sum each task's gradient over axis 1 (the batch axis of representation
+      gradients) before the sign purity, one mask per feature (the paper's batch-separated
+      case); use with `grad_wrt="rep"`.
+  """
+  leaks = np.atleast_1d(np.asarray(leak, np.float32))
+  if not ((leaks >= 0) & (leaks <= 1)).all():
+    raise ValueError(f"graddrop leak must be in [0, 1], got {leak}")
+
+  def init(tasks) -> GraddropState:
+    num_tasks = len(task_kinds(tasks))
+    if leaks.shape[0] not in (1, num_tasks):
+      raise ValueError(f"graddrop has {leaks.shape[0]} leaks for {num_tasks} tasks")
+    return GraddropState(jnp.zeros((num_tasks,), jnp.float32))
+
+  def update(state: GraddropState, inputs: WeightingInputs):
+    del state
+    per_task_leak = jnp.broadcast_to(jnp.asarray(leaks), inputs.losses.shape)
+    direction, weights = graddrop(inputs.grads, inputs.key, per_task_leak, marginalise_batch)
+    return Direction(direction, weights), GraddropState(weights)
+
+  return Weighting(init, update, needs="grads", allows_rep=True)
