@@ -1,0 +1,146 @@
+"""SDMGrad (Xiao et al., NeurIPS 2023): w on the simplex regularised toward the mean gradient."""
+
+import itertools
+
+import jax
+import numpy as np
+import pytest
+from scipy import optimize
+
+from mtl_jax import weighting
+
+J = np.array([[1.0, 0.0, 2.0], [0.0, 2.0, -1.0], [-1.0, 1.0, 0.0]], np.float32)
+LOSSES = np.ones(3, np.float32)
+
+
+def _simplex_projection_by_enumeration(v):
+  """argmin_{x in simplex} ||x - v||, trying every support set (exact for small T)."""
+  best, best_distance = None, np.inf
+  for size in range(1, len(v) + 1):
+    for support in itertools.combinations(range(len(v)), size):
+      x = np.zeros(len(v))
+      x[list(support)] = v[list(support)] - (v[list(support)].sum() - 1) / size
+      if (x >= 0).all() and np.sum((x - v)**2) < best_distance:
+        best, best_distance = x, np.sum((x - v)**2)
+  return best
+
+
+def _official_inner_loop(gram, w, lamda=0.3, niter=20, lr=10.0, momentum=0.5):
+  """The official code's loop: torch SGD with momentum on G/s^2, projected after each step."""
+  scaled = gram / np.mean(np.sqrt(np.diag(gram) + 1e-4))**2
+  target = lamda * scaled.mean(1)
+  buffer = None
+  for _ in range(niter):
+    grad = scaled @ w + target
+    buffer = grad if buffer is None else momentum * buffer + grad
+    w = _simplex_projection_by_enumeration(w - lr * buffer)
+  return w
+
+
+def _regularised_optimum(gram, lamda):
+  """argmin_{w in simplex} (1/2) w^T G w + lamda w^T G 1/T, by scipy's SLSQP."""
+  n = len(gram)
+  linear = lamda * gram.mean(1)
+  result = optimize.minimize(lambda w: 0.5 * w @ gram @ w + linear @ w, np.full(n, 1.0 / n),
+                             jac=lambda w: gram @ w + linear, bounds=[(0, 1)] * n,
+                             method="SLSQP", options={"ftol": 1e-14},
+                             constraints={"type": "eq", "fun": lambda w: w.sum() - 1})
+  return result.x
+
+
+def _update(method, state, grads, counts=None):
+  losses = np.ones(len(grads), np.float32)
+  w, state = method.update(state, weighting.make_inputs(losses, counts, grads=grads))
+  return np.asarray(w), state
+
+
+def test_is_a_gram_method_allowed_on_representation_gradients():
+  method = weighting.get("sdmgrad")
+  assert (method.needs, method.allows_rep) == ("gram", True)
+
+
+def test_defaults_follow_the_official_inner_loop_and_mix_in_the_mean():
+  method = weighting.get("sdmgrad")
+  w, state = _update(method, method.init(3), J)
+  inner = _official_inner_loop(J @ J.T, np.full(3, 1 / 3))
+  np.testing.assert_allclose(state.weights, inner, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(w, (inner + 0.3 / 3) / 1.3, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(w.sum(), 1.0, rtol=1e-6)
+
+
+def test_the_next_update_starts_from_the_previous_w():
+  method = weighting.get("sdmgrad", niter=3)
+  _, state = _update(method, method.init(3), J)
+  _, state2 = _update(method, state, J * 0.5)
+  inner = _official_inner_loop(J @ J.T, np.full(3, 1 / 3), niter=3)
+  inner = _official_inner_loop(J @ J.T / 4, inner, niter=3)
+  np.testing.assert_allclose(state2.weights, inner, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("lamda", [0.0, 0.3, 2.0])
+def test_with_small_steps_w_reaches_the_regularised_min_norm_point(lamda):
+  method = weighting.get("sdmgrad", lamda=lamda, niter=3000, lr=0.05, momentum=0.0)
+  _, state = _update(method, method.init(3), J)
+  gram = J @ J.T / np.mean(np.sqrt(np.diag(J @ J.T) + 1e-4))**2
+  np.testing.assert_allclose(state.weights, _regularised_optimum(gram, lamda), atol=1e-4)
+
+
+def test_a_large_lamda_gives_the_mean_gradient():
+  w, _ = _update(weighting.get("sdmgrad", lamda=1e6), weighting.get("sdmgrad").init(3), J)
+  np.testing.assert_allclose(w, np.full(3, 1 / 3), atol=1e-5)
+
+
+def test_the_weights_nearly_do_not_depend_on_the_gradients_scale():
+  method = weighting.get("sdmgrad")
+  w, _ = _update(method, method.init(3), J)
+  w_scaled, _ = _update(method, method.init(3), J * 30.0)
+  np.testing.assert_allclose(w_scaled, w, atol=2e-3)  # up to the 1e-4 in s = mean sqrt(G_ii + 1e-4)
+
+
+def test_a_task_without_labels_gets_weight_zero_and_keeps_its_w():
+  method = weighting.get("sdmgrad")
+  state = method.init(3)._replace(weights=np.array([0.2, 0.5, 0.3], np.float32))
+  grads = J.copy()
+  grads[1] = 0.0
+  w, after = _update(method, state, grads, counts=[4, 0, 4])
+  assert np.isfinite(w).all() and w[1] == 0.0
+  np.testing.assert_allclose(w.sum(), 1.0, rtol=1e-6)
+  assert np.asarray(after.weights)[1] == np.float32(0.5)
+  pair = grads[[0, 2]]
+  inner = _official_inner_loop(pair @ pair.T, np.array([0.4, 0.6]))
+  np.testing.assert_allclose(np.asarray(after.weights)[[0, 2]], 0.5 * inner, rtol=1e-4,
+                             atol=1e-6)
+  np.testing.assert_allclose(w[[0, 2]], (inner + 0.3 / 2) / 1.3, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("grads", [
+    [[1.0, 2.0], [0.0, 0.0]],    # a zero gradient
+    [[1.0, 2.0], [2.0, 4.0]],    # parallel
+    [[1.0, 2.0], [-1.0, -2.0]],  # exactly opposite
+    [[0.0, 0.0], [0.0, 0.0]],    # all zero
+])
+def test_degenerate_gradients_give_finite_weights_summing_to_one(grads):
+  method = weighting.get("sdmgrad")
+  w, state = _update(method, method.init(2), np.asarray(grads, np.float32))
+  assert np.isfinite(w).all() and (w >= 0).all()
+  np.testing.assert_allclose(w.sum(), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(np.sum(state.weights), 1.0, rtol=1e-6)
+
+
+def test_jit_equals_eager():
+  method = weighting.get("sdmgrad")
+  state = method.init(3)
+  for scale in (1.0, 2.0):
+    inputs = weighting.make_inputs(LOSSES, grads=J * scale)
+    (w_eager, s_eager), (w_jit, s_jit) = method.update(state, inputs), jax.jit(
+        method.update)(state, inputs)
+    np.testing.assert_allclose(w_jit, w_eager, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(s_jit.weights, s_eager.weights, rtol=1e-5, atol=1e-7)
+    state = s_eager
+
+
+@pytest.mark.parametrize("kwargs", [{"lamda": -1.0}, {"niter": 0}, {"lr": 0.0},
+                                    {"momentum": 1.0}])
+def test_bad_hyperparameters_are_value_errors(kwargs):
+  with pytest.raises(ValueError, match="sdmgrad"):
+    weighting.get("sdmgrad", **kwargs)
