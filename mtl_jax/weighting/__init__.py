@@ -17,6 +17,7 @@ from mtl_jax.weighting import equal, manual
 from mtl_jax.weighting import dtp, dwa, rlw, uncertainty
 from mtl_jax.weighting import famo, gls, stch
 from mtl_jax.weighting import cagrad, graddrop, gradvac, imtl, mgda, pcgrad
+from mtl_jax.weighting import db_mtl, excess_mtl, gradnorm, moco, modo, sdmgrad
 from mtl_jax.weighting.base import (Direction, Weighting, WeightingInputs, combine, gram_matrix,
                                    make_inputs)
 
@@ -31,6 +32,12 @@ REGISTRY = {
     "gls": gls.make,
     "famo": famo.make,
     "stch": stch.make,
+    "gradnorm": gradnorm.make,
+    "moco": moco.make,
+    "db_mtl": db_mtl.make,
+    "modo": modo.make,
+    "sdmgrad": sdmgrad.make,
+    "excess_mtl": excess_mtl.make,
     "mgda": mgda.make,
     "pcgrad": pcgrad.make,
     "gradvac": gradvac.make,
