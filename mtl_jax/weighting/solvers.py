@@ -5,6 +5,11 @@
 - `min_norm_weights(gram, ...)`: the convex-combination weights of the minimum-norm point of
   the convex hull of the task gradients, from their Gram matrix alone (Frank-Wolfe, as MGDA's
   Algorithm 2, with away steps by default).
+- `dual_cone_weights(quad, lower, ...)`: argmin_{v >= lower} v^T Q v, the weights of a
+  projection onto the dual cone of the task gradients (UPGrad, DualProj), by an active-set
+  method.
+- `alpha_fair_weights(gram, power, init, ...)`: w > 0 with (G w)_i = w_i^(-power) (Nash-MTL,
+  FairGrad), by Newton's method with a line search.
 
 Append new solvers below with their own docstrings; keep each function small and pure.
 """
@@ -175,3 +180,186 @@ def simplex_face_point(weights: jnp.ndarray,
   uniform = jnp.where(mask, 1.0, 0.0) / jnp.maximum(mask.sum(), 1)
   mu = jnp.where(mass > 0, weights / jnp.where(mass > 0, mass, 1.0), uniform)
   return mu, mass
+
+
+DUAL_CONE_TOL = 1e-6
+
+
+class DualConeResult(NamedTuple):
+  weights: jnp.ndarray     # f32[T], v with v >= lower
+  iterations: jnp.ndarray  # i32[], active-set iterations run
+  converged: jnp.ndarray   # bool[], whether the KKT conditions held before the cap
+
+
+def dual_cone_solve(quad: jnp.ndarray, lower: jnp.ndarray, iterations: int | None = None,
+                    tol: float = DUAL_CONE_TOL) -> DualConeResult:
+  """`dual_cone_weights` with its iteration count and convergence flag (see there)."""
+  quad = jnp.asarray(quad, jnp.float32)
+  lower = jnp.asarray(lower, jnp.float32)
+  num_tasks = quad.shape[0]
+  cap = 4 * num_tasks + 8 if iterations is None else iterations
+  eye = jnp.eye(num_tasks, dtype=quad.dtype)
+  threshold = tol * jnp.max(jnp.abs(jnp.diag(quad))) * jnp.max(jnp.abs(lower))
+
+  def keep_going(carry):
+    i, _, _, done = carry
+    return (i < cap) & ~done
+
+  def body(carry):
+    i, v, active, _ = carry
+    free = ~active
+    # Minimiser over the working set: v_A = lower_A, Q_FF v_F = -Q_FA lower_A.
+    matrix = jnp.where(free[:, None] & free[None, :], quad, eye)
+    rhs = jnp.where(free, -(quad @ jnp.where(active, lower, 0.0)), lower)
+    target = jnp.linalg.solve(matrix, rhs)
+    step = target - v
+    # Blocked: walk toward the target up to the first bound crossed, and fix that coordinate.
+    blocking = free & (target < lower)
+    ratio = jnp.where(blocking, (lower - v) / jnp.where(blocking, step, -1.0), jnp.inf)
+    first = jnp.argmin(ratio)
+    blocked = blocking.any()
+    v_blocked = (v + jnp.clip(ratio[first], 0.0, 1.0) * step).at[first].set(lower[first])
+    # Reached: optimal if every fixed coordinate has a multiplier (Q v)_i >= 0, else free the
+    # most negative one.
+    multipliers = quad @ target
+    worst = jnp.argmin(jnp.where(active, multipliers, jnp.inf))
+    optimal = ~active.any() | (multipliers[worst] >= -threshold)
+    new_v = jnp.where(blocked, v_blocked, target)
+    new_active = jnp.where(blocked, active.at[first].set(True),
+                           jnp.where(optimal, active, active.at[worst].set(False)))
+    return i + 1, new_v, new_active, ~blocked & optimal
+
+  start = (jnp.asarray(0, jnp.int32), lower, jnp.ones((num_tasks,), bool), jnp.asarray(False))
+  count, v, _, done = jax.lax.while_loop(keep_going, body, start)
+  return DualConeResult(jnp.maximum(v, lower), count, done)
+
+
+def dual_cone_weights(quad: jnp.ndarray, lower: jnp.ndarray, iterations: int | None = None,
+                      tol: float = DUAL_CONE_TOL) -> jnp.ndarray:
+  """f32[T]: v = argmin_{v >= lower} v^T Q v, for a positive definite T x T matrix Q.
+
+  With Q = J J^T (regularised), J^T v is the projection of J^T lower onto the dual cone
+  {x : J x >= 0} of the rows of J: Quinton and Rey, "Jacobian Descent for Multi-Objective
+  Optimization", 2024, https://arxiv.org/abs/2406.16232, Proposition 1 (torchjd's
+  `_utils/dual_cone.py` solves it on the host with quadprog). The KKT conditions of this
+  problem are Q v = mu, mu >= 0, mu_i (v_i - lower_i) = 0: the multipliers mu are the inner
+  products of the projection with the rows of J, hence non-negative.
+
+  Solver: the primal active-set method for bound constraints (Nocedal and Wright, "Numerical
+  Optimization", 2nd ed., Algorithm 16.3), started at v = lower with every bound in the
+  working set. Each iteration solves one T x T system for the minimiser over the working set;
+  if that point is feasible and every fixed coordinate has multiplier (Q v)_i >=
+  -tol * max_i Q_ii * max_i |lower_i|, it is optimal (stop); if feasible otherwise, the most
+  negative multiplier's bound leaves the working set; if infeasible, the step stops at the
+  first bound it crosses, which joins the working set. The method is exact up to the linear
+  solves (no step size, no rate to tune) and typically ends within 2T iterations; it stops
+  after `iterations` (default 4T + 8, static) in any case, always feasible. Q must be
+  positive definite (add a multiple of the identity to a Gram matrix).
+
+  Args:
+    quad: f32[T, T], Q, symmetric positive definite.
+    lower: f32[T], the lower bounds.
+    iterations: the most active-set iterations (None: 4T + 8).
+    tol: relative tolerance on the multipliers of the fixed coordinates.
+  """
+  return dual_cone_solve(quad, lower, iterations, tol).weights
+
+
+ALPHA_FAIR_ITERATIONS = 50
+ALPHA_FAIR_TOL = 1e-5
+ALPHA_FAIR_REG = 1e-6
+_ARMIJO = 1e-4
+_STEP_SIZES = tuple(2.0 ** -k for k in range(30))
+
+
+class AlphaFairResult(NamedTuple):
+  weights: jnp.ndarray     # f32[T], w > 0 on the masked tasks (the init elsewhere)
+  residual: jnp.ndarray    # f32[], max_i |w_i^p (Q w)_i - 1| over the masked tasks
+  iterations: jnp.ndarray  # i32[], Newton steps run
+
+
+def alpha_fair_solve(gram: jnp.ndarray, power: float, init: jnp.ndarray,
+                     mask: jnp.ndarray | None = None, reg: float = ALPHA_FAIR_REG,
+                     iterations: int = ALPHA_FAIR_ITERATIONS,
+                     tol: float = ALPHA_FAIR_TOL) -> AlphaFairResult:
+  """`alpha_fair_weights` with its residual and iteration count (see there)."""
+  gram = jnp.asarray(gram, jnp.float32)
+  num_tasks = gram.shape[0]
+  mask = _as_mask(mask, num_tasks)
+  eye = jnp.eye(num_tasks, dtype=gram.dtype)
+  quad = jnp.where(mask[:, None] & mask[None, :], gram + reg * eye, 0.0)
+  init = jnp.asarray(init, jnp.float32)
+  w = jnp.where((init > 0) & jnp.isfinite(init), init, 1.0)
+  steps = jnp.asarray(_STEP_SIZES, jnp.float32)
+
+  def objective(w):  # f(w) for w of shape [..., T] with positive masked entries
+    if power == 1.0:
+      potential = jnp.log(w)
+    else:
+      potential = w ** (1.0 - power) / (1.0 - power)
+    quadratic = 0.5 * jnp.sum((w @ quad) * w, axis=-1)
+    return quadratic - jnp.sum(jnp.where(mask, potential, 0.0), axis=-1)
+
+  def residual(w):  # scale-free: w_i^p (Q w)_i = 1 at the solution
+    return jnp.max(jnp.where(mask, jnp.abs(w ** power * (w @ quad) - 1.0), 0.0), axis=-1)
+
+  def newton_step(w):
+    grad = jnp.where(mask, quad @ w - w ** -power, 0.0)
+    hess = quad + jnp.diag(jnp.where(mask, power * w ** (-power - 1.0), 1.0))
+    delta = -jnp.linalg.solve(hess, grad)
+    candidates = w + steps[:, None] * delta
+    feasible = jnp.all(jnp.where(mask, candidates > 0, True), axis=-1)
+    candidates = jnp.where(feasible[:, None], candidates, w)
+    armijo = objective(candidates) <= objective(w) + _ARMIJO * steps * (grad @ delta)
+    accepted = feasible & (armijo | (residual(candidates) < residual(w)))
+    moved = accepted.any()
+    return jnp.where(moved, candidates[jnp.argmax(accepted)], w), moved
+
+  def keep_going(carry):
+    i, w, moved = carry
+    return (i < iterations) & moved & (residual(w) > tol)
+
+  def body(carry):
+    i, w, _ = carry
+    w, moved = newton_step(w)
+    return i + 1, w, moved
+
+  count, w, _ = jax.lax.while_loop(keep_going, body,
+                                   (jnp.asarray(0, jnp.int32), w, jnp.asarray(True)))
+  return AlphaFairResult(w, residual(w), count)
+
+
+def alpha_fair_weights(gram: jnp.ndarray, power: float, init: jnp.ndarray,
+                       mask: jnp.ndarray | None = None, reg: float = ALPHA_FAIR_REG,
+                       iterations: int = ALPHA_FAIR_ITERATIONS,
+                       tol: float = ALPHA_FAIR_TOL) -> jnp.ndarray:
+  """f32[T]: w > 0 with (Q w)_i = w_i^(-power) for the masked tasks, Q = G + reg I.
+
+  power = 1 is Nash-MTL's bargaining condition G alpha = 1/alpha (Navon et al., ICML 2022);
+  power = 1/alpha is FairGrad's alpha-fair condition (Ban and Ji, ICML 2024). Both are the
+  stationarity condition of the strictly convex
+      f(w) = 1/2 w^T Q w - sum_i phi(w_i),  phi'(w) = w^(-power)
+  (phi = log for power 1, w^(1-power)/(1-power) otherwise) over w > 0, whose minimiser is
+  unique. Solver: Newton's method from `init` (warm start; non-positive or non-finite entries
+  start at 1) with a backtracking line search over the steps 1, 1/2, ..., 2^-29, all tried at
+  once: the longest one that keeps w > 0 and satisfies Armijo's condition (or, where float32
+  rounding hides the decrease of f, lowers the residual) is taken. It stops when the
+  scale-free residual max_i |w_i^power (Q w)_i - 1| <= tol, when no step is accepted, or after
+  `iterations` steps (a lax.while_loop).
+
+  The small ridge `reg` keeps a solution in existence where the equation alone has none (a
+  zero gradient, exactly opposite gradients: there the weights grow to about reg^(-1/(1 +
+  power)) while their combination stays 0); scale G to a unit norm first so that `reg` is
+  relative. Tasks outside `mask` keep their `init` value and do not enter the others'
+  equations (their rows of G are zero anyway).
+
+  Args:
+    gram: f32[T, T], G = J J^T, preferably normalised.
+    power: p > 0 in (G w)_i = w_i^(-p).
+    init: f32[T], the starting point.
+    mask: bool[T], the tasks to solve for (None: all).
+    reg: ridge added to the diagonal of G.
+    iterations: the most Newton steps.
+    tol: tolerance on the scale-free residual.
+  """
+  return alpha_fair_solve(gram, power, init, mask, reg, iterations, tol).weights
