@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import itertools
 import json
 import os
@@ -276,7 +277,7 @@ def create_train_state(setup: Setup, seed: int, example_inputs: np.ndarray, mesh
     if getattr(setup.model, "freeze_backbone", False):
       variables, frozen = backbones.split(variables)
     params = variables.pop("params")
-    opt_state = MultiTaskOptState(setup.weighting.init(setup.tasks),
+    opt_state = MultiTaskOptState(setup.weighting.init(setup.tasks, **_state_shapes(setup, params)),
                                   setup.tx.init(params))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=dict(variables),
                       opt_state=opt_state, rng=run_key,
@@ -285,6 +286,21 @@ def create_train_state(setup: Setup, seed: int, example_inputs: np.ndarray, mesh
 
   return jax.jit(init, out_shardings=sharding_lib.replicated(mesh))(jax.random.PRNGKey(seed),
                                                                     backbone_variables)
+
+
+def _has_gradient_state(weighting: weighting_lib.Weighting) -> bool:
+  """Whether the method's state holds gradient-shaped buffers (MoCo's tracked gradients, ...):
+  its `init` then takes `grads_like`, the shapes of the per-task gradients [T, ...]."""
+  return "grads_like" in inspect.signature(weighting.init).parameters
+
+
+def _state_shapes(setup: Setup, params: dict) -> dict:
+  """{"grads_like": shapes of the per-task parameter gradients} for a method that asks."""
+  if not _has_gradient_state(setup.weighting):
+    return {}
+  trunk, _ = gradients.split_params(params)
+  return {"grads_like": jax.tree.map(
+      lambda p: jax.ShapeDtypeStruct((len(setup.tasks),) + p.shape, p.dtype), trunk)}
 
 
 def pad_split(split: data_lib.Split, tasks: Sequence[Task], multiple: int) -> data_lib.Split:
@@ -395,7 +411,8 @@ def build_setup(config: ml_collections.ConfigDict, tasks: tuple[Task, ...],
   grad_wrt = kwargs.pop("grad_wrt", None)
   try:
     weighting = weighting_lib.get(name, context=context, **kwargs)
-    weighting.init(tasks)
+    if not _has_gradient_state(weighting):  # those are checked when the state is built
+      weighting.init(tasks)
   except ValueError as e:
     raise ConfigError(f"config.weighting: {e}") from None
   grad_wrt = _gradient_mode(name, weighting, grad_wrt, config.grad_diagnostics)
@@ -414,6 +431,10 @@ def _gradient_mode(name: str, weighting: weighting_lib.Weighting, grad_wrt: str 
   if grad_wrt == "rep" and weighting.needs != "losses" and not weighting.allows_rep:
     raise ConfigError(f"config.weighting_kwargs.grad_wrt: weighting {name!r} is not defined on "
                       "representation gradients; use grad_wrt='params'")
+  if grad_wrt == "rep" and _has_gradient_state(weighting):
+    raise ConfigError(f"config.weighting_kwargs.grad_wrt: weighting {name!r} keeps averages of "
+                      "per-task gradients across batches, which only parameter gradients "
+                      "allow; use grad_wrt='params'")
   if weighting.needs == "losses" and not diagnostics:
     return None
   return grad_wrt or "params"
