@@ -18,6 +18,7 @@ from mtl_jax.weighting import dtp, dwa, rlw, uncertainty
 from mtl_jax.weighting import famo, gls, stch
 from mtl_jax.weighting import cagrad, graddrop, gradvac, imtl, mgda, pcgrad
 from mtl_jax.weighting import db_mtl, excess_mtl, gradnorm, moco, modo, sdmgrad
+from mtl_jax.weighting import aligned_mtl, con_fig, dualproj, fairgrad, nash_mtl, upgrad
 from mtl_jax.weighting.base import (Direction, Weighting, WeightingInputs, combine, gram_matrix,
                                    make_inputs)
 
@@ -44,6 +45,12 @@ REGISTRY = {
     "cagrad": cagrad.make,
     "imtl": imtl.make,
     "graddrop": graddrop.make,
+    "nash_mtl": nash_mtl.make,
+    "upgrad": upgrad.make,
+    "dualproj": dualproj.make,
+    "aligned_mtl": aligned_mtl.make,
+    "con_fig": con_fig.make,
+    "fairgrad": fairgrad.make,
 }
 
 CONTEXT_KEYS = ("optimizer", "steps_per_epoch", "num_steps")

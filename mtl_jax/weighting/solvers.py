@@ -268,13 +268,15 @@ def dual_cone_weights(quad: jnp.ndarray, lower: jnp.ndarray, iterations: int | N
 ALPHA_FAIR_ITERATIONS = 50
 ALPHA_FAIR_TOL = 1e-5
 ALPHA_FAIR_REG = 1e-6
+ALPHA_FAIR_ZERO = 1e-20
 _ARMIJO = 1e-4
 _STEP_SIZES = tuple(2.0 ** -k for k in range(30))
 
 
 class AlphaFairResult(NamedTuple):
-  weights: jnp.ndarray     # f32[T], w > 0 on the masked tasks (the init elsewhere)
-  residual: jnp.ndarray    # f32[], max_i |w_i^p (Q w)_i - 1| over the masked tasks
+  weights: jnp.ndarray     # f32[T], w > 0 on the active tasks (the init elsewhere)
+  active: jnp.ndarray      # bool[T], the masked tasks with a nonzero gradient
+  residual: jnp.ndarray    # f32[], max_i |w_i^p (Q w)_i - 1| over the active tasks
   iterations: jnp.ndarray  # i32[], Newton steps run
 
 
@@ -282,33 +284,34 @@ def alpha_fair_solve(gram: jnp.ndarray, power: float, init: jnp.ndarray,
                      mask: jnp.ndarray | None = None, reg: float = ALPHA_FAIR_REG,
                      iterations: int = ALPHA_FAIR_ITERATIONS,
                      tol: float = ALPHA_FAIR_TOL) -> AlphaFairResult:
-  """`alpha_fair_weights` with its residual and iteration count (see there)."""
+  """`alpha_fair_weights` with the active tasks, residual and iteration count (see there)."""
   gram = jnp.asarray(gram, jnp.float32)
   num_tasks = gram.shape[0]
-  mask = _as_mask(mask, num_tasks)
-  eye = jnp.eye(num_tasks, dtype=gram.dtype)
-  quad = jnp.where(mask[:, None] & mask[None, :], gram + reg * eye, 0.0)
+  diagonal = jnp.diag(gram)
+  active = _as_mask(mask, num_tasks) & (diagonal > ALPHA_FAIR_ZERO * jnp.max(diagonal))
+  quad = jnp.where(active[:, None] & active[None, :],
+                   gram + jnp.diag(reg * diagonal), 0.0)
   init = jnp.asarray(init, jnp.float32)
   w = jnp.where((init > 0) & jnp.isfinite(init), init, 1.0)
   steps = jnp.asarray(_STEP_SIZES, jnp.float32)
 
-  def objective(w):  # f(w) for w of shape [..., T] with positive masked entries
+  def objective(w):  # f(w) for w of shape [..., T] with positive active entries
     if power == 1.0:
       potential = jnp.log(w)
     else:
       potential = w ** (1.0 - power) / (1.0 - power)
     quadratic = 0.5 * jnp.sum((w @ quad) * w, axis=-1)
-    return quadratic - jnp.sum(jnp.where(mask, potential, 0.0), axis=-1)
+    return quadratic - jnp.sum(jnp.where(active, potential, 0.0), axis=-1)
 
   def residual(w):  # scale-free: w_i^p (Q w)_i = 1 at the solution
-    return jnp.max(jnp.where(mask, jnp.abs(w ** power * (w @ quad) - 1.0), 0.0), axis=-1)
+    return jnp.max(jnp.where(active, jnp.abs(w ** power * (w @ quad) - 1.0), 0.0), axis=-1)
 
   def newton_step(w):
-    grad = jnp.where(mask, quad @ w - w ** -power, 0.0)
-    hess = quad + jnp.diag(jnp.where(mask, power * w ** (-power - 1.0), 1.0))
+    grad = jnp.where(active, quad @ w - w ** -power, 0.0)
+    hess = quad + jnp.diag(jnp.where(active, power * w ** (-power - 1.0), 1.0))
     delta = -jnp.linalg.solve(hess, grad)
     candidates = w + steps[:, None] * delta
-    feasible = jnp.all(jnp.where(mask, candidates > 0, True), axis=-1)
+    feasible = jnp.all(jnp.where(active, candidates > 0, True), axis=-1)
     candidates = jnp.where(feasible[:, None], candidates, w)
     armijo = objective(candidates) <= objective(w) + _ARMIJO * steps * (grad @ delta)
     accepted = feasible & (armijo | (residual(candidates) < residual(w)))
@@ -326,14 +329,14 @@ def alpha_fair_solve(gram: jnp.ndarray, power: float, init: jnp.ndarray,
 
   count, w, _ = jax.lax.while_loop(keep_going, body,
                                    (jnp.asarray(0, jnp.int32), w, jnp.asarray(True)))
-  return AlphaFairResult(w, residual(w), count)
+  return AlphaFairResult(w, active, residual(w), count)
 
 
 def alpha_fair_weights(gram: jnp.ndarray, power: float, init: jnp.ndarray,
                        mask: jnp.ndarray | None = None, reg: float = ALPHA_FAIR_REG,
                        iterations: int = ALPHA_FAIR_ITERATIONS,
                        tol: float = ALPHA_FAIR_TOL) -> jnp.ndarray:
-  """f32[T]: w > 0 with (Q w)_i = w_i^(-power) for the masked tasks, Q = G + reg I.
+  """f32[T]: w > 0 with (Q w)_i = w_i^(-power) for the active tasks, Q = G + reg diag(G).
 
   power = 1 is Nash-MTL's bargaining condition G alpha = 1/alpha (Navon et al., ICML 2022);
   power = 1/alpha is FairGrad's alpha-fair condition (Ban and Ji, ICML 2024). Both are the
@@ -347,18 +350,20 @@ def alpha_fair_weights(gram: jnp.ndarray, power: float, init: jnp.ndarray,
   scale-free residual max_i |w_i^power (Q w)_i - 1| <= tol, when no step is accepted, or after
   `iterations` steps (a lax.while_loop).
 
-  The small ridge `reg` keeps a solution in existence where the equation alone has none (a
-  zero gradient, exactly opposite gradients: there the weights grow to about reg^(-1/(1 +
-  power)) while their combination stays 0); scale G to a unit norm first so that `reg` is
-  relative. Tasks outside `mask` keep their `init` value and do not enter the others'
-  equations (their rows of G are zero anyway).
+  The relative ridge `reg` (Q = D^1/2 (C + reg I) D^1/2 with C the cosine matrix, D = diag(G))
+  keeps a solution in existence for linearly dependent gradients, where the equation alone has
+  none (exactly opposite gradients: the weights grow to about reg^(-1/(1 + power)) relative to
+  1/||g_i|| while their combination stays 0), and perturbs a well-conditioned solution by
+  about reg / lambda_min(C) relative, whatever the gradients' norms. The active tasks are those
+  in `mask` with G_ii > 1e-20 max_j G_jj; the others (a zero gradient, which no weight can
+  balance) keep their `init` value and do not enter the other tasks' equations.
 
   Args:
-    gram: f32[T, T], G = J J^T, preferably normalised.
+    gram: f32[T, T], G = J J^T.
     power: p > 0 in (G w)_i = w_i^(-p).
     init: f32[T], the starting point.
     mask: bool[T], the tasks to solve for (None: all).
-    reg: ridge added to the diagonal of G.
+    reg: relative ridge on the diagonal of G.
     iterations: the most Newton steps.
     tol: tolerance on the scale-free residual.
   """
