@@ -120,13 +120,48 @@ def _weighting_kwargs(name):
   return {"manual": {"weights": (1.0, 0.5, 0.5)}}.get(name, {})
 
 
+def _train_chunk(train_fn, state, source, sampler, first, length, mesh):
+  xs = jax.device_put(sampler.indices(range(first, first + length)),
+                      sharding.batch_sharding(mesh, 1))
+  return train_fn(state, source, xs)[0]
+
+
 @pytest.mark.parametrize("name", sorted(mj.weighting.REGISTRY))
-def test_resuming_from_a_middle_checkpoint_is_exact_for_every_weighting(tmp_path, tiny_config,
-                                                                        name, caplog):
+def test_a_restored_checkpoint_continues_exactly_for_every_weighting(tmp_path, tiny_config,
+                                                                     name):
+  """State saved at step 10 and restored, weighting state included, continues bit for bit."""
+  from mtl_jax import checkpoint  # pylint: disable=import-outside-toplevel
+  tiny_config.weighting = name
+  tiny_config.weighting_kwargs = _weighting_kwargs(name)
+  tiny_config.dataset.missing_fraction = 0.4
+  config = mj.config.complete(tiny_config)
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  dataset = data_lib.load(config.dataset)
+  sampler = data_lib.Sampler(len(dataset.train), 32, config.seed)
+  setup = train.build_setup(config, dataset.tasks, steps_per_epoch=sampler.steps_per_epoch)
+  train_fn = train.make_train_fn(setup, mesh, on_device=True)
+  source = jax.device_put(dataset.train.batch(np.arange(len(dataset.train))),
+                          sharding.replicated(mesh))
+  fresh = train.create_train_state(setup, config.seed, dataset.train.inputs[:1], mesh)
+  middle = _train_chunk(train_fn, fresh, source, sampler, 0, 10, mesh)
+  checkpoints = checkpoint.Checkpointer(str(tmp_path), keep=1)
+  checkpoints.save(10, middle, {"tasks": []})
+  checkpoints.wait()
+  full = _train_chunk(train_fn, middle, source, sampler, 10, 10, mesh)
+  restored = checkpoints.restore(full, {"tasks": []})  # `full` gives only shapes and shardings
+  checkpoints.close()
+  full = jax.device_get(full)
+  resumed = jax.device_get(_train_chunk(train_fn, restored, source, sampler, 10, 10, mesh))
+  assert int(resumed.step) == 20
+  jax.tree.map(np.testing.assert_array_equal, resumed, full)
+
+
+@pytest.mark.parametrize("name", ["uncertainty", "moco"])
+def test_resuming_a_run_from_its_middle_checkpoint_ends_exactly_like_it(tmp_path, tiny_config,
+                                                                      name, caplog):
   """A run restarted from its step-40 checkpoint ends exactly like the uninterrupted run."""
   import shutil  # pylint: disable=import-outside-toplevel
   tiny_config.weighting = name
-  tiny_config.weighting_kwargs = _weighting_kwargs(name)
   tiny_config.dataset.missing_fraction = 0.4
   tiny_config.num_steps, tiny_config.steps_per_dispatch = 80, 10
   tiny_config.log_every = tiny_config.eval_every = tiny_config.checkpoint_every = 40
@@ -138,3 +173,61 @@ def test_resuming_from_a_middle_checkpoint_is_exact_for_every_weighting(tmp_path
     resumed = mj.train_and_evaluate(tiny_config, str(tmp_path / "resumed"))
   assert "Resuming from the checkpoint of step 40" in caplog.text
   assert resumed == full
+
+
+def _image_step(splits, devices, weighting="uncertainty", backbone=None):
+  """(state, losses) after one make_step_fn step of a small convnet on a mesh over `devices`.
+
+  Task "b" is labelled only in even rows, so the two parts of a split batch hold different
+  numbers of its labels.
+  """
+  tasks = (mj.Task("a", "classification", (0, 1, 2)), mj.Task("b", "classification", (0, 1)))
+  config = mj.config.complete(mj.default_config())
+  config.model.backbone, config.model.shared_layers, config.model.task_layers = (4, "p"), (), ()
+  config.weighting = weighting
+  setup = train.build_setup(config, tasks, backbone)
+  mesh = sharding.make_mesh(devices)
+  rng = np.random.default_rng(0)
+  inputs = rng.normal(size=(16, 8, 8, 3)).astype(np.float32)
+  labels = {"a": rng.integers(0, 3, 16).astype(np.int32),
+            "b": np.where(np.arange(16) % 4 == 0, rng.integers(0, 2, 16), -1).astype(np.int32)}
+  state = train.create_train_state(setup, 0, inputs[:1], mesh)
+  step = train.make_step_fn(setup, mesh, splits=splits)
+  return step(state, {"inputs": inputs, "labels": labels})
+
+
+@pytest.mark.parametrize("num_devices", [1, 8])
+def test_a_batch_split_in_parts_gives_the_whole_batchs_losses_and_update(num_devices):
+  devices = jax.devices()[:num_devices]
+  whole_state, whole_losses = _image_step(1, devices)
+  split_state, split_losses = _image_step(2, devices)
+  np.testing.assert_allclose(split_losses, whole_losses, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               jax.device_get(split_state.params), jax.device_get(whole_state.params))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               jax.device_get(split_state.opt_state), jax.device_get(whole_state.opt_state))
+
+
+def test_batch_parts_interleave_rows_and_merge_by_label_counts():
+  parts = train.split_batch({"x": np.arange(6)}, 2)
+  assert [p["x"].tolist() for p in parts] == [[0, 2, 4], [1, 3, 5]]
+  losses, counts, _, shares = train.merge_parts(np.array([[1.0, 0.0], [4.0, 2.0]]),
+                                                np.array([[1, 0], [3, 2]]),
+                                                np.zeros((2, 2)))
+  np.testing.assert_allclose(losses, [(1 + 3 * 4) / 4, 2.0])
+  np.testing.assert_array_equal(counts, [4, 2])
+  np.testing.assert_allclose(shares, [[0.25, 0.0], [0.75, 1.0]])
+
+
+def test_splits_refuse_gradient_methods_and_batch_statistics():
+  with pytest.raises(ValueError, match="loss-based"):
+    _image_step(2, jax.devices()[:1], weighting="mgda")
+
+  class ConvBatchNorm(nn.Module):
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+      return nn.BatchNorm(use_running_average=not train)(nn.Conv(4, (3, 3))(x))
+
+  with pytest.raises(ValueError, match="batch_stats"):
+    _image_step(2, jax.devices()[:1], backbone=ConvBatchNorm())
