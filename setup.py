@@ -28,7 +28,7 @@ setuptools.setup(
         "scikit-learn>=1.3",
     ],
     extras_require={
-        "test": ["pytest>=8.0"],
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5"],
         # Reference implementations for benchmarks only; never imported by the library.
         "bench": ["torch==2.13.0"],
     },
