@@ -19,12 +19,17 @@ data (`--examples` inputs uniform in [0, 1), random labels). Three loops train i
   random permutation.
 
 Each round runs the three loops one after the other (JAX, loader, tuned), each for `--steps`
-timed steps after a warm-up; the figures are medians over `--rounds` rounds, in training
-examples per second. `mlp/ratio` is the JAX median over the loader median, `mlp/ratio_tuned`
-the JAX median over the tuned median: above 1 the JAX loop is faster. Per-round figures go to
-stderr, so a drifting machine load shows as spread between rounds. Every loop uses the
-default threads of its framework on one CPU or accelerator device, so the figures compare
-whole training loops on the same hardware, not kernels.
+timed steps after a warm-up (JAX: rounded up to whole log windows); the figures are medians
+over `--rounds` rounds, in training examples per second. `mlp/ratio` is the JAX median over
+the loader median, `mlp/ratio_tuned` the JAX median over the tuned median: above 1 the JAX
+loop is faster. Every loop uses its framework's default threads on one device, so the figures
+compare whole training loops on the same hardware, not kernels.
+
+Reading the figures: the per-round figures and the load average at the start and the end go
+to stderr. Run it on an otherwise idle machine. On shared cores PyTorch suffers far more than
+XLA (its OpenMP workers wait on each other at every op), so contention inflates both ratios;
+rounds that disagree by more than ~20% mean the machine was busy, and the run should be
+repeated.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import re
 import statistics
 import sys
@@ -238,6 +244,8 @@ def main(argv=None) -> dict[str, float]:
   tensors = tuple(torch.from_numpy(data[k]) for k in ("x", "a", "b"))
   loaders = {"torch_loader": loader_batches(tensors), "torch": indexed_batches(tensors)}
 
+  print(f"load average at the start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs",
+        file=sys.stderr, flush=True)
   start = time.perf_counter()
   rounds = []
   for i in range(args.rounds):
@@ -249,7 +257,8 @@ def main(argv=None) -> dict[str, float]:
         f"{k.split('/')[1]} {v:,.0f}" for k, v in result.items()), file=sys.stderr, flush=True)
   out = summarize(rounds)
   print(f"{args.rounds} rounds in {time.perf_counter() - start:.0f} s; JAX: {steps} steps in "
-        f"windows of {window}, steps_per_dispatch {steps_per_dispatch}", file=sys.stderr)
+        f"windows of {window}, steps_per_dispatch {steps_per_dispatch}; load average at the end: "
+        f"{os.getloadavg()[0]:.2f}", file=sys.stderr)
   with open(args.out, "w", encoding="utf-8") as f:
     json.dump(out, f, indent=2)
     f.write("\n")

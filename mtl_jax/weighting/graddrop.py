@@ -35,6 +35,8 @@ to d, and its effective weight is 0.
 
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -48,9 +50,23 @@ class GraddropState(NamedTuple):
   weights: jnp.ndarray  # f32[T], the last step's effective weights (for inspection)
 
 
+def sum_over_tasks(x: jnp.ndarray) -> jnp.ndarray:
+  """x[0] + x[1] + ... over the leading task axis, as T - 1 elementwise adds.
+
+  Not `x.sum(0)`: XLA:CPU (jax 0.10) hands a reduction over a leading axis to a YNNPACK fusion
+  about 70x slower than these adds (13 ms against 0.2 ms for [8, 784, 256]).
+  """
+  return functools.reduce(operator.add, [x[i] for i in range(x.shape[0])])
+
+
+def sum_over_batch(x: jnp.ndarray) -> jnp.ndarray:
+  """[T, B, ...] -> [T, ...]: the sum over axis 1, as a dot with ones (see sum_over_tasks)."""
+  return jnp.einsum("tb...,b->t...", x, jnp.ones((x.shape[1],), x.dtype))
+
+
 def sign_purity(signal: jnp.ndarray) -> jnp.ndarray:
   """P = 1/2 (1 + sum_i s_i / sum_i |s_i|) over the task axis 0; 1/2 where every s_i is 0."""
-  total, magnitude = signal.sum(0), jnp.abs(signal).sum(0)
+  total, magnitude = sum_over_tasks(signal), sum_over_tasks(jnp.abs(signal))
   return 0.5 * (1.0 + jnp.where(magnitude > 0, total / jnp.where(magnitude > 0, magnitude, 1.0),
                                 0.0))
 
@@ -58,7 +74,7 @@ def sign_purity(signal: jnp.ndarray) -> jnp.ndarray:
 def keep_factors(grad: jnp.ndarray, key: jnp.ndarray, leak: jnp.ndarray,
                  marginalise_batch: bool) -> jnp.ndarray:
   """[T, ...] l_i + (1 - l_i) M_i for one leaf of per-task gradients [T, ...]."""
-  signal = grad.sum(1) if marginalise_batch else grad
+  signal = sum_over_batch(grad) if marginalise_batch else grad
   purity = sign_purity(signal)
   uniform = jax.random.uniform(key, purity.shape, purity.dtype)
   mask = ((purity > uniform) & (signal > 0)) | ((purity < uniform) & (signal < 0))
@@ -74,7 +90,7 @@ def graddrop(grads: Any, key: jnp.ndarray, leak: jnp.ndarray,
   leaves, treedef = jax.tree.flatten(grads)
   keys = jax.random.split(key, len(leaves))
   factors = [keep_factors(g, k, leak, marginalise_batch) for g, k in zip(leaves, keys)]
-  direction = [(f * g).sum(0) for f, g in zip(factors, leaves)]
+  direction = [sum_over_tasks(f * g) for f, g in zip(factors, leaves)]
   sum_over_leaf = lambda x: x.reshape(x.shape[0], -1).sum(1)
   kept = sum(sum_over_leaf(f * g * g) for f, g in zip(factors, leaves))
   total = sum(sum_over_leaf(g * g) for g in leaves)
