@@ -1,29 +1,35 @@
 """Train-step throughput of the patchwork-shaped convnet: mtl_jax's step against PyTorch.
 
     flock /tmp/bench.lock python experiments/bench_cnn.py --out /tmp/bench_cnn.json \
-        [--rounds 5] [--steps 40] [--ablations]
+        [--rounds 7] [--steps 20] [--ablations]
 
-The model: 64x64x3 inputs, conv32-p-conv64-p-conv128 (3x3 convs, ReLU, same padding; "p" a 2x2
-max pool with stride 2), two heads that max-pool globally and end in a Dense of 10 (task "a")
-and 2 classes (task "b"); loss CE_a + CE_b, batch 64, Adam (learning rate 1e-3), random
-inputs uniform in [0, 1) and random labels, generated on the device. Loops:
+(`experiments/bench_step.py` runs it too, after its MLP.) The model: 64x64x3 inputs,
+conv32-p-conv64-p-conv128 (3x3 convs, ReLU, same padding; "p" a 2x2 max pool with stride 2),
+two heads that max-pool globally and end in a Dense of 10 (task "a") and 2 classes (task "b");
+loss CE_a + CE_b, batch 64, Adam (learning rate 1e-3), random inputs uniform in [0, 1) and
+random labels, four batches made once and cycled. Loops:
 
 * `cnn/jax`: mtl_jax's training path as `MultiTaskTrainer` runs it: the spec-built
   `HardParameterSharing` model (`train.build_setup`), `train.create_train_state`, and
-  `train.make_step_fn`, one jitted step per dispatch, as `train.StreamData` calls it. The
-  process imports `mtl_jax` as users do, so the library's CPU tuning (`mtl_jax.cpu_tuning`) is
-  on unless `MTL_JAX_CPU_TUNING=0` is in the environment.
-* `cnn/torch`: the same model in PyTorch, channels_last, a plain training loop.
-* `cnn/torch_tuned`: the same loop in a process with glibc's allocator set as
-  `mtl_jax.cpu_tuning.tune_malloc` sets it (`M_MMAP_MAX` 0, `M_TRIM_THRESHOLD` 1 GiB).
+  `train.make_step_fn` with the trainer's `train.default_splits` (the batch in two parts on
+  one CPU device), one jitted step per dispatch as `train.StreamData` calls it, on batches
+  already on the device. The process imports `mtl_jax` as users do, so the library's CPU
+  tuning (`mtl_jax.cpu_tuning`) is on unless `MTL_JAX_CPU_TUNING=0` is in the environment.
+* `cnn/torch`: the same model in PyTorch, channels_last, a plain training loop, default threads.
+* `cnn/torch_tuned`: the same loop in a process whose glibc allocator is set as
+  `mtl_jax.cpu_tuning.tune_malloc` sets it (`M_MMAP_MAX` 0, `M_TRIM_THRESHOLD` 1 GiB,
+  `M_ARENA_MAX` 1).
 
-Each loop lives in its own worker process (so the allocator settings of one never reach
-another), compiled and warmed up once; each round asks the workers in turn, never two at
-once (the order rotates), for `--steps` timed steps. Figures are medians over `--rounds` rounds in images per
-second; `cnn/ratio` is JAX over torch, `cnn/ratio_tuned` JAX over torch_tuned (above 1: JAX is
-faster). `--ablations` adds JAX workers that each undo one optimisation (tuning off, only the
-flag, only the allocator, flax's `nn.max_pool`, the batch not split) under
-`cnn/ablation/<name>/images_per_s`. Per-round figures go to stderr.
+Each loop lives in its own worker process (so one's allocator settings never reach another),
+compiled and warmed up once; each round asks the workers one at a time (the order rotates)
+for `--steps` timed steps. Figures are medians over `--rounds` rounds, in images per second;
+`cnn/ratio` is the JAX median over the torch median, `cnn/ratio_tuned` over the torch_tuned
+median (above 1: JAX is faster). `--ablations` adds workers under
+`cnn/ablation/<name>/images_per_s`: JAX without each optimisation (`untuned`: no flag, no
+allocator settings; `no_flag`; `no_malloc`; `no_arena`: without `M_ARENA_MAX`; `flax_pool`:
+`nn.max_pool`; `no_split`: one part), and `torch_mmap_trim`, PyTorch with only the first two
+allocator settings. Per-round figures and the load average go to stderr; rounds far apart
+mean a busy machine.
 """
 
 from __future__ import annotations
@@ -228,15 +234,15 @@ WORKERS = {
     "torch": (["torch"], {}),
     "torch_tuned": (["torch", "--malloc", "library"], {}),
 }
+_FLAG = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"}
+_OFF = {"MTL_JAX_CPU_TUNING": "0"}
 ABLATIONS = {
-    "untuned": (["jax"], {"MTL_JAX_CPU_TUNING": "0"}),
-    "flag_only": (["jax"], {"MTL_JAX_CPU_TUNING": "0",
-                            "XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type="
-                                         "-individual_convolution"}),
-    "malloc_only": (["jax", "--malloc", "library"], {"MTL_JAX_CPU_TUNING": "0"}),
+    "untuned": (["jax"], _OFF),
+    "no_flag": (["jax", "--malloc", "library"], _OFF),
+    "no_malloc": (["jax"], {**_OFF, **_FLAG}),
+    "no_arena": (["jax", "--malloc", "mmap_trim"], {**_OFF, **_FLAG}),
     "flax_pool": (["jax", "--pool", "flax"], {}),
-    "splits_1": (["jax", "--splits", "1"], {}),
-    "splits_2": (["jax", "--splits", "2"], {}),
+    "no_split": (["jax", "--splits", "1"], {}),
     "torch_mmap_trim": (["torch", "--malloc", "mmap_trim"], {}),
 }
 

@@ -1,6 +1,7 @@
-"""Train-step throughput of the seed-style MLP: mtl_jax's real loop against two PyTorch loops.
+"""Train-step throughput of the seed-style MLP and of a convnet: mtl_jax against PyTorch.
 
-    python experiments/bench_step.py --out /tmp/bench_step.json [--rounds 5] [--steps 3000]
+    python experiments/bench_step.py --out /tmp/bench_step.json [--rounds 5] [--steps 3000] \
+        [--cnn-rounds 7] [--cnn-steps 20]
 
 The model is the course notebook's: 784 inputs, one shared Dense(100) + ReLU, one linear head
 of 10 classes (task "a") and one of 2 classes (task "b"), loss CE_a + CE_b, batch 128, SGD
@@ -30,6 +31,13 @@ to stderr. Run it on an otherwise idle machine. On shared cores PyTorch suffers 
 XLA (its OpenMP workers wait on each other at every op), so contention inflates both ratios;
 rounds that disagree by more than ~20% mean the machine was busy, and the run should be
 repeated.
+
+The convnet (`cnn/*` keys: `cnn/jax/images_per_s`, `cnn/torch/images_per_s`, `cnn/ratio`,
+`cnn/torch_tuned/images_per_s`, `cnn/ratio_tuned`) runs after the MLP rounds: the benchmark of
+`experiments/bench_cnn.py` (64x64x3 inputs, conv32-p-conv64-p-conv128, two max-pooled heads,
+batch 64, Adam; mtl_jax's image train step against PyTorch channels_last, with and without
+the library's allocator settings), `--cnn-rounds` rounds of `--cnn-steps` steps per loop;
+`--cnn-steps 0` skips it. That file describes its loops and ablations.
 """
 
 from __future__ import annotations
@@ -47,6 +55,8 @@ import time
 from typing import Callable
 
 import numpy as np
+
+import bench_cnn  # experiments/bench_cnn.py: the convnet benchmark
 
 INPUTS, HIDDEN, CLASSES_A, CLASSES_B = 784, 100, 10, 2
 BATCH_SIZE = 128
@@ -223,9 +233,14 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--steps-per-dispatch", type=int, default=None,
                       help="mtl_jax config.steps_per_dispatch (default: the library's)")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--cnn-rounds", type=int, default=7, help="convnet rounds (median)")
+  parser.add_argument("--cnn-steps", type=int, default=20,
+                      help="timed convnet steps per loop per round; 0 skips the convnet")
   args = parser.parse_args(argv)
   if args.rounds < 1 or args.steps < 1 or args.examples < BATCH_SIZE:
     parser.error("--rounds and --steps must be positive, --examples at least one batch")
+  if args.cnn_rounds < 1 or args.cnn_steps < 0:
+    parser.error("--cnn-rounds must be positive, --cnn-steps at least 0")
   return args
 
 
@@ -256,6 +271,8 @@ def main(argv=None) -> dict[str, float]:
     print(f"round {i + 1}/{args.rounds}: " + ", ".join(
         f"{k.split('/')[1]} {v:,.0f}" for k, v in result.items()), file=sys.stderr, flush=True)
   out = summarize(rounds)
+  if args.cnn_steps:
+    out.update(bench_cnn.bench(args.cnn_rounds, args.cnn_steps))
   print(f"{args.rounds} rounds in {time.perf_counter() - start:.0f} s; JAX: {steps} steps in "
         f"windows of {window}, steps_per_dispatch {steps_per_dispatch}; load average at the end: "
         f"{os.getloadavg()[0]:.2f}", file=sys.stderr)

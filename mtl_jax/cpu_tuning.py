@@ -29,6 +29,7 @@ import ctypes
 import importlib.util
 import os
 import pkgutil
+import re
 import sys
 from typing import Mapping, MutableMapping, NamedTuple
 
@@ -64,22 +65,19 @@ def with_ynn_flag(xla_flags: str) -> str:
 
 def parse_version(version: str) -> tuple[int, ...]:
   """(0, 10, 2) from "0.10.2" (or "0.10.2.dev20250101", "0.10.2rc1")."""
-  parts = []
-  for part in version.split(".")[:3]:
-    digits = "".join(c for c in part if c.isdigit()) if part[:1].isdigit() else ""
-    parts.append(int(digits or 0))
-  return tuple(parts)
+  leading = (re.match(r"\d*", part).group() for part in version.split(".")[:3])
+  return tuple(int(digits or 0) for digits in leading)
 
 
-def flag_known(jaxlib_version: str | None) -> bool:
+def flag_known(version: str | None) -> bool:
   """Whether this jaxlib version is one that accepts the flag (`YNN_FLAG_JAXLIB`)."""
-  if jaxlib_version is None:
+  if version is None:
     return False
   first, end = YNN_FLAG_JAXLIB
-  return first <= parse_version(jaxlib_version) < end
+  return first <= parse_version(version) < end
 
 
-def _jaxlib_version() -> str | None:
+def jaxlib_version() -> str | None:
   """The installed jaxlib's version (importing jaxlib reads no XLA flags), or None."""
   try:
     from jaxlib import version  # pylint: disable=import-outside-toplevel
@@ -136,7 +134,7 @@ def apply(environ: MutableMapping[str, str] | None = None) -> Applied:
   environ = os.environ if environ is None else environ
   if not enabled(environ) or not on_cpu(environ, accelerator_installed()):
     return Applied(False, False)
-  xla_flag = flag_known(_jaxlib_version())
+  xla_flag = flag_known(jaxlib_version())
   if xla_flag:
     environ["XLA_FLAGS"] = with_ynn_flag(environ.get("XLA_FLAGS", ""))
   return Applied(xla_flag, tune_malloc())

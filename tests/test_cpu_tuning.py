@@ -41,6 +41,7 @@ def test_environment_variable_turns_it_off(value, on):
 def test_only_jaxlib_versions_known_to_accept_the_flag_get_it():
   assert cpu_tuning.flag_known("0.10.2")
   assert cpu_tuning.flag_known("0.10.3.dev20260101")
+  assert cpu_tuning.parse_version("0.10.2rc1") == (0, 10, 2)
   assert not cpu_tuning.flag_known("0.6.0")  # XLA would abort on an unknown flag
   assert not cpu_tuning.flag_known("0.11.0")
   assert not cpu_tuning.flag_known(None)
@@ -60,7 +61,7 @@ def test_apply_writes_only_the_given_environment():
   assert cpu_tuning.apply({cpu_tuning.ENV_VAR: "0", "XLA_FLAGS": ""}) == (False, False)
 
 
-@pytest.mark.skipif(not cpu_tuning.flag_known(cpu_tuning._jaxlib_version()),  # pylint: disable=protected-access
+@pytest.mark.skipif(not cpu_tuning.flag_known(cpu_tuning.jaxlib_version()),
                     reason="this jaxlib is not known to accept the flag")
 def test_import_appends_the_flag_to_xla_flags_before_jax_starts():
   code = "import os, mtl_jax, jax; print(os.environ['XLA_FLAGS']); print(jax.device_count())"

@@ -23,6 +23,8 @@ gradient method leaves such tasks out of its combination (weight 0), never NaN.
 
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -101,6 +103,25 @@ def gram_matrix(grads: Any) -> jnp.ndarray:
   leaves = jax.tree.leaves(grads)
   flat = [leaf.reshape(leaf.shape[0], -1).astype(jnp.float32) for leaf in leaves]
   return sum(f @ f.T for f in flat)
+
+
+def sum_over_tasks(x: jnp.ndarray) -> jnp.ndarray:
+  """x[0] + x[1] + ... over the leading task axis of a [T, ...] array, as T - 1 adds.
+
+  Not `x.sum(0)`: XLA:CPU (jax 0.10) hands a reduction over a leading axis to a YNNPACK
+  fusion about 70x slower than these adds (13 ms against 0.2 ms for [8, 784, 256]).
+  """
+  return functools.reduce(operator.add, [x[i] for i in range(x.shape[0])])
+
+
+def row_sums(x: jnp.ndarray) -> jnp.ndarray:
+  """[T, ...] -> [T]: the sum of each task's row, as a product with a vector of ones.
+
+  XLA:CPU (jax 0.10) reduces a [8, 200704] array row by row about 2x slower than it
+  multiplies it by a vector.
+  """
+  flat = x.reshape(x.shape[0], -1)
+  return flat @ jnp.ones((flat.shape[1],), flat.dtype)
 
 
 def combine(weights: jnp.ndarray, grads: Any) -> Any:

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from mtl_jax.weighting.base import (Direction, Weighting, WeightingInputs, combine, labelled,
-                                    task_kinds)
+                                    row_sums, task_kinds)
 from mtl_jax.weighting.moco import gradient_buffers, require_buffers, scale_rows, track
 
 LOG_EPS = 1e-8   # log(L + eps), as LibMTL
@@ -52,8 +52,7 @@ class DBMTLState(NamedTuple):
 
 def task_norms(grads: Any) -> jnp.ndarray:
   """f32[T]: ||g_i|| over every leaf of per-task gradients [T, ...]."""
-  squares = [jnp.square(leaf.astype(jnp.float32)).reshape(leaf.shape[0], -1).sum(1)
-             for leaf in jax.tree.leaves(grads)]
+  squares = [row_sums(jnp.square(leaf.astype(jnp.float32))) for leaf in jax.tree.leaves(grads)]
   return jnp.sqrt(sum(squares))
 
 

@@ -42,7 +42,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.weighting.base import Weighting, WeightingInputs, labelled, task_kinds
+from mtl_jax.weighting.base import Weighting, WeightingInputs, labelled, row_sums, task_kinds
 from mtl_jax.weighting.moco import gradient_buffers, require_buffers
 
 HESSIANS = ("diagonal", "scalar")
@@ -61,8 +61,8 @@ def diagonal_excess(squared_sums: Any, grads: Any) -> tuple[Any, jnp.ndarray]:
   squared_sums = jax.tree.map(lambda a, g: a + jnp.square(g.astype(jnp.float32)),
                               squared_sums, grads)
   terms = jax.tree.map(
-      lambda a, g: (jnp.square(g.astype(jnp.float32)) / jnp.sqrt(a + ACCUMULATOR_EPS))
-      .reshape(g.shape[0], -1).sum(1), squared_sums, grads)
+      lambda a, g: row_sums(jnp.square(g.astype(jnp.float32)) / jnp.sqrt(a + ACCUMULATOR_EPS)),
+      squared_sums, grads)
   return squared_sums, sum(jax.tree.leaves(terms))
 
 
