@@ -11,9 +11,8 @@ random labels, four batches made once and cycled. Loops:
 
 * `cnn/jax`: mtl_jax's training path as `MultiTaskTrainer` runs it: the spec-built
   `HardParameterSharing` model (`train.build_setup`), `train.create_train_state`, and
-  `train.make_step_fn` with the trainer's `train.default_splits` (the batch in two parts on
-  one CPU device), one jitted step per dispatch as `train.StreamData` calls it, on batches
-  already on the device. The process imports `mtl_jax` as users do, so the library's CPU
+  `train.make_step_fn`, one jitted step per dispatch as `train.StreamData` calls it, on
+  batches already on the device. The process imports `mtl_jax` as users do, so the library's CPU
   tuning (`mtl_jax.cpu_tuning`) is on unless `MTL_JAX_CPU_TUNING=0` is in the environment.
 * `cnn/torch`: the same model in PyTorch, channels_last, a plain training loop, default threads.
 * `cnn/torch_tuned`: the same loop in a process whose glibc allocator is set as
@@ -27,7 +26,7 @@ for `--steps` timed steps. Figures are medians over `--rounds` rounds, in images
 median (above 1: JAX is faster). `--ablations` adds workers under
 `cnn/ablation/<name>/images_per_s`: JAX without each optimisation (`untuned`: no flag, no
 allocator settings; `no_flag`; `no_malloc`; `no_arena`: without `M_ARENA_MAX`; `flax_pool`:
-`nn.max_pool`; `no_split`: one part), and `torch_mmap_trim`, PyTorch with only the first two
+`nn.max_pool`), and `torch_mmap_trim`, PyTorch with only the first two
 allocator settings. Per-round figures and the load average go to stderr; rounds far apart
 mean a busy machine.
 """
@@ -103,13 +102,11 @@ def cnn_tasks():
   return tuple(Task(name, classes=tuple(range(n))) for name, n in CLASSES.items())
 
 
-def jax_loop(pool: str = "library", splits: int | None = None,
-             image_shape: tuple[int, ...] = IMAGE_SHAPE, tasks=None):
+def jax_loop(pool: str = "library", image_shape: tuple[int, ...] = IMAGE_SHAPE, tasks=None):
   """run(steps) -> seconds for `steps` steps of mtl_jax's train step, compiled and warm.
 
   Args:
     pool: "library" (the spec's "p") or "flax" (`nn.max_pool` in a user backbone).
-    splits: `train.make_step_fn`'s; None: `train.default_splits`, as the trainer picks it.
     image_shape: [H, W, C] of the inputs.
     tasks: the heads' tasks (default `cnn_tasks()`).
   """
@@ -121,9 +118,7 @@ def jax_loop(pool: str = "library", splits: int | None = None,
   setup = train.build_setup(jax_config(), tasks, backbone)
   mesh = sharding.make_mesh()
   state = train.create_train_state(setup, 0, np.zeros((1, *image_shape), np.float32), mesh)
-  if splits is None:
-    splits = train.default_splits(setup, mesh, state, BATCH_SIZE)
-  step_fn = train.make_step_fn(setup, mesh, splits=splits)
+  step_fn = train.make_step_fn(setup, mesh)
   batches = [jax.device_put(b, sharding.batch_sharding(mesh))
              for b in random_batches(image_shape, tasks)]
 
@@ -242,7 +237,6 @@ ABLATIONS = {
     "no_malloc": (["jax"], {**_OFF, **_FLAG}),
     "no_arena": (["jax", "--malloc", "mmap_trim"], {**_OFF, **_FLAG}),
     "flax_pool": (["jax", "--pool", "flax"], {}),
-    "no_split": (["jax", "--splits", "1"], {}),
     "torch_mmap_trim": (["torch", "--malloc", "mmap_trim"], {}),
 }
 
@@ -256,11 +250,10 @@ def worker_main(argv) -> None:
                       help="glibc allocator settings: the library's, or only M_MMAP_MAX and "
                            "M_TRIM_THRESHOLD")
   parser.add_argument("--pool", default="library", choices=("library", "flax"))
-  parser.add_argument("--splits", type=int, default=None, help="make_step_fn(splits=...)")
   args = parser.parse_args(argv)
   if args.malloc and not tune_malloc(args.malloc):
     raise SystemExit("the allocator settings need glibc")
-  run = torch_loop() if args.kind == "torch" else jax_loop(args.pool, args.splits)
+  run = torch_loop() if args.kind == "torch" else jax_loop(args.pool)
   run(WARMUP_STEPS)
   print(READY, flush=True)
   for line in sys.stdin:

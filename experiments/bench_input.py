@@ -115,8 +115,7 @@ class FedStep:
     self.sharding = sharding.batch_sharding(self.mesh)
     self.state = train.create_train_state(setup, 0, np.zeros((1, size, size, CHANNELS),
                                                              np.float32), self.mesh)
-    splits = train.default_splits(setup, self.mesh, self.state, BATCH_SIZE)
-    self.step_fn = train.make_step_fn(setup, self.mesh, splits=splits)
+    self.step_fn = train.make_step_fn(setup, self.mesh)
     self._put = sharding.put_global
 
   def __call__(self, local: dict) -> None:

@@ -128,75 +128,22 @@ def _loss_terms(setup: Setup, outputs: dict, labels: dict):
   return losses, (counts, losses_lib.task_kpis(setup.tasks, outputs, labels))
 
 
-def split_batch(batch: Any, splits: int) -> list:
-  """`splits` equal parts of a batch pytree; part p holds rows p, p + splits, p + 2 * splits, ...
-
-  Interleaved rows keep a share of every device's contiguous block of a sharded batch in each
-  part, so no part needs rows from another device.
-  """
-  def part(x, p):
-    if x.shape[0] % splits:
-      raise ValueError(f"a batch of {x.shape[0]} rows does not split into {splits} parts")
-    return x.reshape(x.shape[0] // splits, splits, *x.shape[1:])[:, p]
-
-  return [jax.tree.map(functools.partial(part, p=p), batch) for p in range(splits)]
-
-
-def merge_parts(losses: jnp.ndarray, counts: jnp.ndarray, kpis: jnp.ndarray):
-  """The batch's (losses f32[T], counts i32[T], KPIs f32[T]) from its parts' f32/i32[P, T],
-  and each part's share counts_p / max(counts, 1) f32[P, T] of every task's labels.
-
-  A part's loss and KPI are means over its labelled examples, so the batch's are the parts'
-  weighted by their shares; d(batch loss) / d(part loss) is the share.
-  """
-  total = counts.sum(0)
-  shares = counts / jnp.maximum(total, 1).astype(losses.dtype)
-  return (shares * losses).sum(0), total, (shares * kpis).sum(0), shares
-
-
 def _loss_weighted_grads(setup: Setup, state: TrainState, inputs, labels, dropout_key,
-                         weighting_inputs, splits: int = 1):
-  """Loss-based methods: weights from the losses, then one backward with them as cotangent.
+                         weighting_inputs):
+  """Loss-based methods: weights from the losses, then one backward with them as cotangent."""
 
-  `splits` > 1 cuts the batch into parts (`split_batch`), each with its own forward and
-  backward: independent computations that XLA:CPU runs on different cores at once. Losses,
-  KPIs and the gradient stay the whole batch's (`merge_parts`); dropout draws a key per part.
-  """
+  def forward(params):
+    (outputs, _), model_state = _apply(setup, params, state.model_state, state.frozen, inputs,
+                                       train=True, rng=dropout_key)
+    losses, (counts, kpis) = _loss_terms(setup, outputs, labels)
+    return losses, (counts, kpis, model_state)
 
-  def part_vjp(inputs, labels, rng):
-    def forward(params):
-      (outputs, _), model_state = _apply(setup, params, state.model_state, state.frozen, inputs,
-                                         train=True, rng=rng)
-      losses, (counts, kpis) = _loss_terms(setup, outputs, labels)
-      return losses, (counts, kpis, model_state)
-
-    return jax.vjp(forward, state.params, has_aux=True)
-
-  if splits == 1:
-    losses, backward, (counts, kpis, model_state) = part_vjp(inputs, labels, dropout_key)
-    backwards, shares = [backward], None
-  else:
-    if state.model_state:
-      raise ValueError(f"splits={splits}: the model updates {sorted(state.model_state)} from the "
-                       "batch (e.g. batch statistics), which parts of it would change; use "
-                       "splits=1")
-    parts = [part_vjp(x, y, jax.random.fold_in(dropout_key, p))
-             for p, (x, y) in enumerate(split_batch((inputs, labels), splits))]
-    backwards = [backward for _, backward, _ in parts]
-    losses, counts, kpis, shares = merge_parts(
-        jnp.stack([losses for losses, _, _ in parts]),
-        jnp.stack([counts for _, _, (counts, _, _) in parts]),
-        jnp.stack([kpis for _, _, (_, kpis, _) in parts]))
-    model_state = state.model_state
+  losses, backward, (counts, kpis, model_state) = jax.vjp(forward, state.params, has_aux=True)
   weighting_inputs = weighting_inputs._replace(losses=jax.lax.stop_gradient(losses),
                                                counts=counts, kpis=kpis)
   weights, weighting_state = setup.weighting.update(state.opt_state.weighting, weighting_inputs)
   weights = jax.lax.stop_gradient(weights).astype(losses.dtype)
-  if shares is None:
-    (grads,) = backwards[0](weights)
-  else:
-    part_grads = [backward(weights * share)[0] for backward, share in zip(backwards, shares)]
-    grads = jax.tree.map(lambda *g: functools.reduce(jnp.add, g), *part_grads)
+  (grads,) = backward(weights)
   return grads, losses, weights, weighting_state, model_state, state.task_gram
 
 
@@ -233,24 +180,16 @@ def _task_gradient_grads(setup: Setup, state: TrainState, inputs, labels, dropou
   return grads, task_grads.losses, weights, weighting_state, model_state, gram
 
 
-def train_step(setup: Setup, state: TrainState, batch: dict, *,
-               splits: int = 1) -> tuple[TrainState, dict]:
+def train_step(setup: Setup, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
   """One step: forward, per-task losses, weights (from the losses, or from the per-task
-  gradients for gradient methods), the combined gradient, the optimizer update.
-
-  `splits` > 1 (loss-based methods, models without batch-dependent state) computes the
-  gradient in that many independent parts of the batch (`_loss_weighted_grads`).
-  """
+  gradients for gradient methods), the combined gradient, the optimizer update."""
   step_key = jax.random.fold_in(state.rng, state.step)
   dropout_key, weighting_key = jax.random.split(step_key)
   inputs = batch["inputs"]
   if setup.augment is not None:
     inputs = setup.augment(jax.random.fold_in(step_key, AUGMENT_STREAM), inputs)
   weighting_inputs = weighting_lib.WeightingInputs(None, None, None, weighting_key, state.step)
-  if setup.grad_wrt is None:
-    combine = functools.partial(_loss_weighted_grads, splits=splits)
-  else:
-    combine = _task_gradient_grads
+  combine = _loss_weighted_grads if setup.grad_wrt is None else _task_gradient_grads
   grads, losses, weights, weighting_state, model_state, gram = combine(
       setup, state, inputs, batch["labels"], dropout_key, weighting_inputs)
   updates, opt_state = setup.tx.update(grads, state.opt_state.optimizer, state.params)
@@ -298,39 +237,16 @@ def make_train_fn(setup: Setup, mesh, *, on_device: bool) -> Callable:
                  out_shardings=(replicated, replicated), donate_argnums=(0,))
 
 
-def make_step_fn(setup: Setup, mesh, *, splits: int = 1) -> Callable:
+def make_step_fn(setup: Setup, mesh) -> Callable:
   """jit(state, batch) -> (state, losses f32[T]): one train step on one global batch.
 
   For convolutional models fed from the host: XLA:CPU runs a convolution's weight gradient
   inside a `lax.scan` body without its fast kernel, ~50x slower (jax-ml/jax#12868).
-
-  Args:
-    setup: the run's model, optimizer, weighting and tasks.
-    mesh: the batch is sharded over its "data" axis.
-    splits: cut each batch into this many parts whose forward and backward passes are
-      independent, so XLA:CPU can overlap them on its cores (`train_step`); the batch size
-      must be a multiple. Only for loss-based weightings: gradient methods raise ValueError.
   """
-  if splits < 1 or (splits > 1 and setup.grad_wrt is not None):
-    raise ValueError(f"splits must be 1, or > 1 with a loss-based weighting; got {splits} "
-                     f"with per-task gradients of {setup.grad_wrt!r}")
   replicated = sharding_lib.replicated(mesh)
-  return jax.jit(functools.partial(train_step, setup, splits=splits),
+  return jax.jit(functools.partial(train_step, setup),
                  in_shardings=(replicated, sharding_lib.batch_sharding(mesh)),
                  out_shardings=(replicated, replicated), donate_argnums=(0,))
-
-
-def default_splits(setup: Setup, mesh, state: TrainState, batch_size: int) -> int:
-  """`make_step_fn`'s `splits` where cutting the batch pays, else 1.
-
-  2 on one CPU device with a loss-based weighting, a model without batch-dependent state (no
-  batch statistics being trained) and an even batch: XLA:CPU then overlaps the two halves'
-  convolutions on its cores (`experiments/bench_cnn.py`). Elsewhere one part: accelerators and
-  multi-device meshes keep their cores busy anyway.
-  """
-  one_cpu = mesh.size == 1 and mesh.devices.flat[0].platform == "cpu"
-  can_split = setup.grad_wrt is None and not state.model_state and batch_size % 2 == 0
-  return 2 if one_cpu and can_split else 1
 
 
 def make_eval_fn(setup: Setup, mesh) -> Callable:
@@ -606,12 +522,10 @@ class StreamData:
       order (a pure function of the step, so a resumed run gets the same batches).
     example: one input f32[1, ...].
     steps_per_epoch: global batches per epoch.
-    splits: parts each batch's gradient is computed in (`make_step_fn`, `default_splits`).
   """
   batches: Callable[[Sequence[int]], Iterator[dict]]
   example: np.ndarray
   steps_per_epoch: int
-  splits: int = 1
 
   def example_inputs(self) -> np.ndarray:
     return self.example
@@ -619,7 +533,7 @@ class StreamData:
   def dispatches(self, setup: Setup, mesh, chunks) -> Iterator[Dispatch]:
     if not chunks:
       return
-    step_fn = make_step_fn(setup, mesh, splits=self.splits)
+    step_fn = make_step_fn(setup, mesh)
     summarize_fn = jax.jit(summarize, out_shardings=sharding_lib.replicated(mesh))
     sharding = sharding_lib.batch_sharding(mesh)
     batches = self.batches(range(chunks[0][0], sum(chunks[-1])))

@@ -524,9 +524,8 @@ class MultiTaskTrainer:
     self._predict_fn = _make_predict_fn(self._setup, mesh)
     self._state = train_lib.create_train_state(self._setup, config.seed, example, mesh,
                                                inputs.backbone_variables)
-    splits = train_lib.default_splits(self._setup, mesh, self._state, config.batch_size)
     self._train_data = train_lib.StreamData(self._train_batches, example,
-                                            self._sampler.steps_per_epoch, splits)
+                                            self._sampler.steps_per_epoch)
 
   def _train_batches(self, steps: Sequence[int]):
     images = self.config.images

@@ -175,74 +175,28 @@ def test_resuming_a_run_from_its_middle_checkpoint_ends_exactly_like_it(tmp_path
   assert resumed == full
 
 
-def _image_setup(devices, weighting="uncertainty", backbone=None):
-  """(setup, mesh, fresh state) of a small convnet with tasks "a" and "b"."""
+def _image_step(devices):
+  """(state, losses) after one make_step_fn step of a small convnet on a mesh over `devices`;
+  task "b" is labelled in every fourth row only."""
   tasks = (mj.Task("a", "classification", (0, 1, 2)), mj.Task("b", "classification", (0, 1)))
   config = mj.config.complete(mj.default_config())
   config.model.backbone, config.model.shared_layers, config.model.task_layers = (4, "p"), (), ()
-  config.weighting = weighting
-  setup = train.build_setup(config, tasks, backbone)
+  config.weighting = "uncertainty"
+  setup = train.build_setup(config, tasks)
   mesh = sharding.make_mesh(devices)
-  return setup, mesh, train.create_train_state(setup, 0, np.zeros((1, 8, 8, 3), np.float32), mesh)
-
-
-def _image_step(splits, devices, weighting="uncertainty", backbone=None):
-  """(state, losses) after one make_step_fn step of the small convnet on a mesh over `devices`.
-
-  Task "b" is labelled only in every fourth row, so the two parts of a split batch hold
-  different numbers of its labels.
-  """
-  setup, mesh, state = _image_setup(devices, weighting, backbone)
+  state = train.create_train_state(setup, 0, np.zeros((1, 8, 8, 3), np.float32), mesh)
   rng = np.random.default_rng(0)
   inputs = rng.normal(size=(16, 8, 8, 3)).astype(np.float32)
   labels = {"a": rng.integers(0, 3, 16).astype(np.int32),
             "b": np.where(np.arange(16) % 4 == 0, rng.integers(0, 2, 16), -1).astype(np.int32)}
-  step = train.make_step_fn(setup, mesh, splits=splits)
-  return step(state, {"inputs": inputs, "labels": labels})
+  return train.make_step_fn(setup, mesh)(state, {"inputs": inputs, "labels": labels})
 
 
-@pytest.mark.parametrize("num_devices", [1, 8])
-def test_a_batch_split_in_parts_gives_the_whole_batchs_losses_and_update(num_devices):
-  devices = jax.devices()[:num_devices]
-  whole_state, whole_losses = _image_step(1, devices)
-  split_state, split_losses = _image_step(2, devices)
-  np.testing.assert_allclose(split_losses, whole_losses, rtol=1e-6)
+def test_the_host_fed_image_step_gives_the_same_update_on_eight_devices_as_on_one():
+  one_state, one_losses = _image_step(jax.devices()[:1])
+  eight_state, eight_losses = _image_step(jax.devices()[:8])
+  np.testing.assert_allclose(eight_losses, one_losses, rtol=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-               jax.device_get(split_state.params), jax.device_get(whole_state.params))
+               jax.device_get(eight_state.params), jax.device_get(one_state.params))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-               jax.device_get(split_state.opt_state), jax.device_get(whole_state.opt_state))
-
-
-def test_batch_parts_interleave_rows_and_merge_by_label_counts():
-  parts = train.split_batch({"x": np.arange(6)}, 2)
-  assert [p["x"].tolist() for p in parts] == [[0, 2, 4], [1, 3, 5]]
-  losses, counts, _, shares = train.merge_parts(np.array([[1.0, 0.0], [4.0, 2.0]], np.float32),
-                                                np.array([[1, 0], [3, 2]], np.int32),
-                                                np.zeros((2, 2), np.float32))
-  np.testing.assert_allclose(losses, [(1 + 3 * 4) / 4, 2.0])
-  np.testing.assert_array_equal(counts, [4, 2])
-  np.testing.assert_allclose(shares, [[0.25, 0.0], [0.75, 1.0]])
-
-
-def test_splits_refuse_gradient_methods_and_batch_statistics():
-  with pytest.raises(ValueError, match="loss-based"):
-    _image_step(2, jax.devices()[:1], weighting="mgda")
-
-  class ConvBatchNorm(nn.Module):
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-      return nn.BatchNorm(use_running_average=not train)(nn.Conv(4, (3, 3))(x))
-
-  with pytest.raises(ValueError, match="batch_stats"):
-    _image_step(2, jax.devices()[:1], backbone=ConvBatchNorm())
-
-
-def test_the_batch_is_split_by_default_only_on_one_cpu_device_where_it_can_be():
-  setup, mesh, state = _image_setup(jax.devices()[:1])
-  assert train.default_splits(setup, mesh, state, batch_size=64) == 2
-  assert train.default_splits(setup, mesh, state, batch_size=63) == 1
-  setup_8, mesh_8, state_8 = _image_setup(jax.devices())
-  assert train.default_splits(setup_8, mesh_8, state_8, batch_size=64) == 1
-  setup_g, mesh_g, state_g = _image_setup(jax.devices()[:1], weighting="mgda")
-  assert train.default_splits(setup_g, mesh_g, state_g, batch_size=64) == 1
+               jax.device_get(eight_state.opt_state), jax.device_get(one_state.opt_state))
