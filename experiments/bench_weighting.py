@@ -351,7 +351,7 @@ def chosen_variants(spec: str) -> list[Variant]:
   base = [EQUAL, JACOBIAN]
   if not names:
     return variants(base + [m for m in registered_methods() if m != EQUAL])
-  plain = [n for n in names if not n.endswith("/rep")]
+  plain = list(dict.fromkeys(n.removesuffix("/rep") for n in names))
   out = variants(base + [n for n in plain if n not in base])
   wanted = set(names) | {EQUAL, JACOBIAN, JACOBIAN + "/rep"}
   return [v for v in out if v.label in wanted or (v.grad_wrt is None and v.method in wanted)]
