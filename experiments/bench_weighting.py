@@ -18,7 +18,9 @@ compiled once (`.lower().compile()`, whose `memory_analysis()` gives the temp by
 on one fixed batch. Methods: `equal`, every registered method but `manual` (aliases once), each
 gradient method also in the representation mode (`/rep`) where it allows it, and `jacobian`:
 the per-task gradients alone (with their Gram matrix, which every gradient method gets),
-combined with mean weights, from a method registered here for the run. `trunk_forward` and
+combined with mean weights, from a method registered here for the run. On the MLP, methods
+that read only the Gram matrix take it from `gradients.dense_gram` without building J, so
+they can cost less than `jacobian`. `trunk_forward` and
 `trunk_backward` time the shared trunk alone (its forward; its forward and one VJP to its
 parameters), giving the floor of the Jacobian, (1 + T b) / (1 + b) times `equal`, with
 b = backward / forward of the trunk.
@@ -93,7 +95,9 @@ def make_mean_of_jacobian() -> weighting.Weighting:
     num_tasks = inputs.losses.shape[0]
     return jnp.full((num_tasks,), 1.0 / num_tasks, jnp.float32), state
 
-  return weighting.Weighting(init, update, needs="gram", allows_rep=True)
+  # needs="grads": J itself is built (a "gram" method on an all-Dense trunk would not build
+  # it, `gradients.dense_gram`).
+  return weighting.Weighting(init, update, needs="grads", allows_rep=True)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -171,7 +171,8 @@ def _task_gradient_grads(setup: Setup, state: TrainState, inputs, labels, dropou
 
   task_grads = gradients.task_gradients(trunk_fn, heads_fn, state.params,
                                         grad_wrt=setup.grad_wrt, unroll=True,
-                                        num_tasks=len(setup.tasks))
+                                        num_tasks=len(setup.tasks),
+                                        gram_only=setup.weighting.needs != "grads")
   counts, kpis, model_state = task_grads.aux
   weighting_inputs = weighting_inputs._replace(
       losses=jax.lax.stop_gradient(task_grads.losses), counts=counts, kpis=kpis)

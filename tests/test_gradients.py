@@ -76,6 +76,56 @@ def test_weights_combine_into_the_gradient_of_the_weighted_loss(problem, grad_wr
   assert gram.shape == (2, 2) and np.all(np.diag(gram) > 0)
 
 
+def test_gram_only_gives_the_gram_of_the_jacobian_without_building_it(problem):
+  _, _, params, losses_of, trunk_fn, heads_fn = problem
+  got = gradients.task_gradients(trunk_fn, heads_fn, params, grad_wrt="params",
+                                 gram_only=True)
+  jacobian = jax.jacrev(losses_of)(params)
+  expected = weighting.gram_matrix({k: jacobian[k] for k in TRUNK})
+  np.testing.assert_allclose(got.gram, expected, rtol=1e-5, atol=1e-7)
+  method = weighting.get("mgda")
+  grads, _, _, gram = gradients.apply_weighting(
+      method, method.init(2), weighting.make_inputs(got.losses, key=jax.random.PRNGKey(0)), got)
+  full = gradients.task_gradients(trunk_fn, heads_fn, params, grad_wrt="params")
+  want, _, _, _ = gradients.apply_weighting(
+      method, method.init(2), weighting.make_inputs(full.losses, key=jax.random.PRNGKey(0)),
+      full)
+  np.testing.assert_allclose(gram, expected, rtol=1e-5, atol=1e-7)
+  _close(grads, want)
+
+
+def _dense_trunk_gram(x, d, bias):
+  """The Gram matrix of one Dense layer's per-task gradients from its Jacobian."""
+  rows = [np.concatenate([(x.T @ dt).ravel()] + ([dt.sum(0)] if bias else [])) for dt in d]
+  return np.array([[a @ b for b in rows] for a in rows])
+
+
+@pytest.mark.parametrize("batch,width", [(10, 5), (4, 50)])  # the Jacobian's and the K's way
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_dense_layers_gram_from_its_inputs_and_output_cotangents(batch, width, bias):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(batch, width)).astype(np.float32)
+  d = rng.normal(size=(3, batch, 6)).astype(np.float32)
+  np.testing.assert_allclose(gradients.dense_gram([x], [d], [bias]),
+                             _dense_trunk_gram(x, d, bias), rtol=1e-4)
+
+
+def test_trunks_with_other_trainable_layers_need_the_jacobian():
+  model = models.HardParameterSharing(tasks=TASKS, backbone_spec=(4, "p"), shared_layers=(),
+                                      task_layers=())
+  x = jnp.ones((2, 8, 8, 3))
+  params = model.init(jax.random.PRNGKey(0), x)["params"]
+  trunk, _ = gradients.split_params(params)
+  trunk_fn = lambda p: (model.apply({"params": {**params, **p}}, x, heads=False), None)
+  assert gradients.dense_taps(trunk_fn, trunk) is None
+
+
+def test_an_all_dense_trunk_is_tapped_at_every_dense_output(problem):
+  _, _, params, _, trunk_fn, _ = problem
+  taps, biases = gradients.dense_taps(trunk_fn, gradients.split_params(params)[0])
+  assert [t.shape for t in taps] == [(10, 8), (10, 6)] and biases == [True, True]
+
+
 def test_gradient_path_trains_exactly_like_the_loss_path(tmp_path, tiny_config):
   tiny_config.num_steps = tiny_config.log_every = tiny_config.eval_every = 50
   tiny_config.checkpoint_every = 50
