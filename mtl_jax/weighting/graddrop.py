@@ -111,9 +111,8 @@ def graddrop(grads: Any, key: jnp.ndarray, leak: jnp.ndarray, marginalise_batch:
   """(the direction, a pytree like one task's gradient; effective weights f32[T]).
 
   `squared_norms`: f32[T] ||g_i||^2 if known (the Gram matrix's diagonal), else computed.
-  The masks M_i are recomputed where they are used rather than stored, so XLA:CPU fuses them
-  into the T - 1 adds of d (no stacked [T, ...] array) and into the product with ones of the
-  kept squares.
+  Each task's kept row (l_i + (1 - l_i) M_i) g_i is computed once, from the shared sign, and
+  read twice: summed into d and, times g_i, into the kept squares (one product with ones).
   """
   leaves, treedef = jax.tree.flatten(grads)
   keys = jax.random.split(key, len(leaves))
@@ -123,15 +122,14 @@ def graddrop(grads: Any, key: jnp.ndarray, leak: jnp.ndarray, marginalise_batch:
     sign = kept_sign(signal, k)
     leaks = leak.astype(g.dtype)
 
-    def masks(rows, batch_axis):  # M from signal rows, broadcast over a marginalised batch
-      mask = sign * rows > 0
-      return jnp.expand_dims(mask, batch_axis) if marginalise_batch else mask
+    def kept_row(i):  # (l_i + (1 - l_i) M_i) g_i, M_i broadcast over a marginalised batch
+      mask = sign * signal[i] > 0
+      mask = jnp.expand_dims(mask, 0) if marginalise_batch else mask
+      return jnp.where(mask, g[i], leaks[i] * g[i])
 
-    direction.append(functools.reduce(operator.add, [
-        jnp.where(masks(signal[i], 0), g[i], leaks[i] * g[i]) for i in range(g.shape[0])]))
-    all_leaks = leaks.reshape((-1,) + (1,) * (g.ndim - 1))
-    squares = g * g
-    kept = kept + row_sums(jnp.where(masks(signal, 1), squares, all_leaks * squares))
+    rows = [kept_row(i) for i in range(g.shape[0])]
+    direction.append(functools.reduce(operator.add, rows))
+    kept = kept + row_sums(jnp.stack([row * g[i] for i, row in enumerate(rows)]))
   if squared_norms is None:
     squared_norms = sum(row_sums(g * g) for g in leaves)
   total = squared_norms
