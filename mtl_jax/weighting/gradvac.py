@@ -86,7 +86,7 @@ def vaccinate(gram: jnp.ndarray, targets: jnp.ndarray, orders: jnp.ndarray, mask
       target_row = jnp.where(active, target_row.at[j].set((1 - beta) * target + beta * phi),
                              target_row)
       return row, target_row
-    return jax.lax.fori_loop(0, num_tasks, visit, (eye[i], target_row))
+    return jax.lax.fori_loop(0, num_tasks, visit, (eye[i], target_row), unroll=True)
 
   return jax.vmap(vaccinate_row)(jnp.arange(num_tasks), orders, targets)
 

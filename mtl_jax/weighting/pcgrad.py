@@ -64,7 +64,7 @@ def projection_coefficients(gram: jnp.ndarray, orders: jnp.ndarray,
       conflict = (j != i) & mask[i] & mask[j] & (gram[j, j] > 0) & (dot < 0)
       scale = dot / jnp.where(gram[j, j] > 0, gram[j, j], 1.0)
       return jnp.where(conflict, row - scale * eye[j], row)
-    return jax.lax.fori_loop(0, num_tasks, visit, eye[i])
+    return jax.lax.fori_loop(0, num_tasks, visit, eye[i], unroll=True)
 
   return jax.vmap(project_row)(jnp.arange(num_tasks), orders)
 
