@@ -347,9 +347,9 @@ def main(argv=None) -> dict[str, float]:
         file=sys.stderr, flush=True)
   out = bench(args.rounds, args.steps, args.ablations)
   print(f"load average at the end: {os.getloadavg()[0]:.2f}", file=sys.stderr)
-  with open(args.out, "w", encoding="utf-8") as f:
-    json.dump(out, f, indent=2)
-    f.write("\n")
+  from mtl_jax import train  # pylint: disable=import-outside-toplevel
+
+  train.write_json(args.out, out)
   print(json.dumps(out, indent=2))
   return out
 

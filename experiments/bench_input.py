@@ -178,9 +178,9 @@ def main(argv=None) -> dict[str, float]:
   out = summarize(rounds, args.sizes)
   print(f"{args.rounds} rounds of {args.batches} batches per figure, {args.workers} workers, "
         f"in {time.perf_counter() - start:.0f} s", file=sys.stderr)
-  with open(args.out, "w", encoding="utf-8") as f:
-    json.dump(out, f, indent=2)
-    f.write("\n")
+  from mtl_jax import train  # pylint: disable=import-outside-toplevel
+
+  train.write_json(args.out, out)
   print(json.dumps(out, indent=2))
   return out
 
