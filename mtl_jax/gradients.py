@@ -71,14 +71,11 @@ def task_gradients(trunk_fn: Callable, heads_fn: Callable, params: dict, *,
   all-Dense trunks it then comes from `dense_gram` and `task_grads` are the D_t at Z.
   """
   trunk_params, head_params = split_params(params)
-  taps = None
-  if gram_only and grad_wrt == "params":
-    taps = dense_taps(trunk_fn, trunk_params)
-  if taps is not None:
-    taps, biases = taps
+  tapped = dense_taps(trunk_fn, trunk_params) if gram_only and grad_wrt == "params" else None
+  if tapped is not None:
+    taps, biases = tapped
     rep, tapped_vjp, (trunk_aux, inputs) = jax.vjp(
         lambda p, e: tapped_call(trunk_fn, p, e), trunk_params, taps, has_aux=True)
-    trunk_vjp = lambda d_rep: (tapped_vjp(d_rep)[0],)
   else:
     rep, trunk_vjp, trunk_aux = jax.vjp(trunk_fn, trunk_params, has_aux=True)
   if num_tasks is None:
@@ -91,11 +88,10 @@ def task_gradients(trunk_fn: Callable, heads_fn: Callable, params: dict, *,
   if grad_wrt == "rep":
     return TaskGradients(losses, aux, head_grads, rep_grads,
                          lambda d_rep: trunk_vjp(d_rep)[0])
-  if taps is not None:
+  if tapped is not None:  # the D_t at every Dense output: activations' backward passes only
     outputs = jax.vmap(lambda d: tapped_vjp(d)[1])(rep_grads)
-    gram = dense_gram(inputs, outputs, biases)
     return TaskGradients(losses, aux, head_grads, rep_grads,
-                         lambda d_rep: trunk_vjp(d_rep)[0], gram)
+                         lambda d_rep: tapped_vjp(d_rep)[0], dense_gram(inputs, outputs, biases))
   if unroll:
     per_task = [trunk_vjp(jax.tree.map(lambda d: d[t], rep_grads))[0]
                 for t in range(losses.shape[0])]

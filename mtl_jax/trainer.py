@@ -520,12 +520,12 @@ class MultiTaskTrainer:
     self._setup = train_lib.build_setup(config, inputs.tasks, inputs.backbone,
                                         self._sampler.steps_per_epoch)
     example = np.zeros((1, *input_shape), np.float32)
+    self._train_data = train_lib.StreamData(self._train_batches, example,
+                                            self._sampler.steps_per_epoch)
     self._eval_fn = train_lib.make_eval_fn(self._setup, mesh)
     self._predict_fn = _make_predict_fn(self._setup, mesh)
     self._state = train_lib.create_train_state(self._setup, config.seed, example, mesh,
                                                inputs.backbone_variables)
-    self._train_data = train_lib.StreamData(self._train_batches, example,
-                                            self._sampler.steps_per_epoch)
 
   def _train_batches(self, steps: Sequence[int]):
     images = self.config.images
