@@ -13,7 +13,8 @@ Per coordinate of the per-task gradients g_i (every leaf of `inputs.grads`, [T, 
 with f(P) = P (the paper's default). So each coordinate keeps either its positive or its negative
 task gradients, the positive ones with probability P. U comes from the step key
 (`inputs.key`) through a keyed integer hash of the coordinate's index (`hashed_uniform`, 24-bit
-resolution) rather than threefry, which cost a third of the method on CPU. Where every g_i is 0, P = 1/2 (LibMTL adds 1e-7 to the denominator instead).
+resolution) rather than threefry, which cost a third of the method on CPU. Where every g_i is
+0, P = 1/2 (LibMTL adds 1e-7 to the denominator instead).
 
 GradDrop is not a linear combination of the task gradients, so `update` returns a `Direction`
 (needs="grads"). Its effective weights, logged as "weight/<task>", are the share of each task's
@@ -130,9 +131,7 @@ def graddrop(grads: Any, key: jnp.ndarray, leak: jnp.ndarray, marginalise_batch:
     rows = [kept_row(i) for i in range(g.shape[0])]
     direction.append(functools.reduce(operator.add, rows))
     kept = kept + row_sums(jnp.stack([row * g[i] for i, row in enumerate(rows)]))
-  if squared_norms is None:
-    squared_norms = sum(row_sums(g * g) for g in leaves)
-  total = squared_norms
+  total = sum(row_sums(g * g) for g in leaves) if squared_norms is None else squared_norms
   weights = jnp.where(total > 0, kept / jnp.where(total > 0, total, 1.0), 0.0)
   return jax.tree.unflatten(treedef, direction), weights.astype(jnp.float32)
 
