@@ -16,6 +16,7 @@ def get_config(arg: str | None = None):
                  for item in (arg or "").split(",") if item)
   config.dataset.name = "digits"
   config.dataset.missing_fraction = float(options.pop("missing", 0.0))
+  config.optimizer.schedule = "cosine"
   if options.pop("runlocal", None):
     config.num_steps = 200
     config.log_every = config.eval_every = config.checkpoint_every = 100

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from mtl_jax.config import ConfigError
+from mtl_jax.errors import ConfigError
 
 
 class Checkpointer:

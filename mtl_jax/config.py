@@ -10,9 +10,7 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-
-class ConfigError(ValueError):
-  """A configuration or input mistake the user can fix; printed as one line."""
+from mtl_jax.errors import ConfigError  # re-exported: `mtl_jax.config.ConfigError`
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -34,7 +32,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.images.val_csv = ""                # the same columns; empty cells are missing labels
   c.images.generate_shapes = 0         # no train_csv: draw this many make_shapes images first
   c.images.filepaths = "filepath"      # the name of the file-path column
-  c.images.task_types = ml_collections.ConfigDict()  # {task: "regression"}; others classify
+  c.images.task_types = ml_collections.ConfigDict()  # {task: kind}; default "classification"
+  c.images.task_losses = ml_collections.ConfigDict()  # {task: loss name}, e.g. {"x": "huber"}
   c.images.imshape = (64, 64)          # (height, width) every image is resized to
   c.images.num_channels = 3
   c.images.norm = 255.0                # pixel values are divided by this
@@ -46,6 +45,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.images.downstream_csv = ""         # filepath,label CSV: linear-probe accuracy at each eval
 
   c.model = ml_collections.ConfigDict()
+  c.model.name = "hps"                 # an architecture registered in mtl_jax.models
+  c.model.kwargs = ml_collections.ConfigDict()  # its hyper-parameters beyond the specs below
   c.model.backbone = ()                # layer spec of the backbone, e.g. (256,)
   c.model.shared_layers = (256,)       # layer spec of the shared trunk after the backbone
   c.model.task_layers = (64,)          # layer spec of every head's hidden layers
@@ -70,7 +71,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer.momentum = 0.9           # sgd only
   c.optimizer.nesterov = False         # sgd only
   c.optimizer.weight_decay = 0.0       # decoupled for adamw, added to the gradient for sgd/adam
-  c.optimizer.schedule = "cosine"      # constant | cosine | exponential
+  c.optimizer.schedule = "constant"    # constant | cosine (to 0 at num_steps) | exponential
   c.optimizer.half_life = 0.0          # exponential: steps over which the rate halves
   c.optimizer.warmup_steps = 0
   c.optimizer.grad_clip_norm = 0.0     # 0 = no clipping
@@ -95,7 +96,7 @@ IMAGES = "images"
 
 # Blocks whose keys are free-form, checked by their readers (the weighting method's signature,
 # mtl_jax.augment.resolve, the task names).
-_FREE_FORM = ("weighting_kwargs", "augment", "task_types")
+_FREE_FORM = ("weighting_kwargs", "augment", "task_types", "task_losses", "kwargs")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -160,6 +161,9 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
       models.parse_spec(config.model[key])
     except ValueError as e:
       raise ConfigError(f"config.model.{key}: {e}") from None
+  if config.model.name not in models.REGISTRY:
+    raise ConfigError(f"unknown config.model.name {config.model.name!r}; "
+                      f"known: {sorted(models.REGISTRY)}")
   name = weighting_name(config)
   if name not in weighting.REGISTRY:
     raise ConfigError(f"unknown config.weighting {name!r}; known: {sorted(weighting.REGISTRY)}")

@@ -1,36 +1,43 @@
-"""Per-task gradients of the shared part from one forward pass, for gradient-based weighting.
+"""Per-task gradients of the shared parameters from one forward pass, for gradient methods.
 
-The step runs the trunk (backbone + shared layers) once and keeps its VJP, runs the heads on
-the representation Z and maps the heads' VJP over the T one-hot cotangents of the loss vector:
-that gives every head its own task's gradient and D_t = dL_t/dZ for each task. Then
+Which parameters are shared is the model's declaration (`mtl_jax.models.base`). Two paths:
+
+**Split models** (`encode`/`decode`). The step runs the encoder once and keeps its VJP, runs
+the heads on {task: Z_t} (one copy of Z per task when every head reads the same Z) and takes
+one VJP of the heads with cotangent ones: each head gets its own task's gradient, and the
+cotangent of copy t is D_t = dL_t/dZ_t. Then
 
 - `grad_wrt="rep"`: the task gradients are the D_t themselves (MGDA-UB's representation mode);
-  their Gram matrix is nearly free, and the update is one trunk backward pass with the
+  their Gram matrix is nearly free, and the update is one encoder backward pass with the
   combined cotangent sum_t w_t D_t, about the cost of `equal` weighting;
-- `grad_wrt="params"`: the trunk's VJP is mapped over the D_t, giving the T x |shared params|
+- `grad_wrt="params"`: the encoder's VJP is mapped over the D_t, giving the T x |shared|
   Jacobian J without T forward passes; the update is w^T J (or a method's own `Direction`).
 
-Head parameters always get only their own task's gradient, unweighted. Tasks without labels in
+**Any other model** (`generic_task_gradients`): the VJP of the whole model is mapped over the
+T one-hot cotangents of the loss vector; J is its restriction to the shared parameters, and
+each task parameter takes the row of the task that owns it.
+
+Task parameters always get only their own task's gradient, unweighted. Tasks without labels in
 the batch have zero loss, hence zero rows of J and of the Gram matrix.
 
 Methods that read only the Gram matrix G = J J^T do not need J when every trainable parameter
-of the trunk belongs to a Dense layer (`dense_gram`): for y = x W + b the Gram block of tasks s
-and t is <K, D_s D_t^T> with K = x x^T + 1 over the batch and D_t the task's cotangent at y.
+of the encoder belongs to a Dense layer (`dense_gram`): for y = x W + b the Gram block of tasks
+s and t is <K, D_s D_t^T> with K = x x^T + 1 over the batch and D_t the task's cotangent at y.
 The T cotangents at every Dense output come from backward passes through the activations
-only, G from the K's, and the update is one trunk backward with the weighted cotangent at Z:
+only, G from the K's, and the update is one encoder backward with the weighted cotangent at Z:
 exact (tested against J to 1e-5), and on the MLP benchmark a fraction of J's cost.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 
 import flax.linen as nn
 
-from mtl_jax.models.hps import TRUNK
+from mtl_jax.models.base import merge_params
 from mtl_jax.weighting import Direction, Weighting, WeightingInputs, combine, gram_matrix
 
 GRAD_WRT = ("params", "rep")
@@ -40,84 +47,91 @@ class TaskGradients(NamedTuple):
   """What one forward pass and the per-task backward passes give a weighting method."""
   losses: jnp.ndarray    # f32[T]
   aux: Any               # the loss function's auxiliary output (counts, KPIs, model state)
-  head_grads: Any        # gradients of the head parameters, each head its own task's only
+  head_grads: Any        # gradients of the task parameters, each its own task's only
   task_grads: Any        # [T, ...]: per-task gradients of the shared params or of Z
   combine_shared: Callable[[Any], Any]  # per-task-shaped direction -> shared param gradient
   gram: Any = None       # f32[T, T] when known without task_grads (`dense_gram`)
 
 
-def split_params(params: dict) -> tuple[dict, dict]:
-  """(the trunk's parameters, the heads' parameters) of a HardParameterSharing model."""
-  trunk = {k: v for k, v in params.items() if k in TRUNK}
-  return trunk, {k: v for k, v in params.items() if k not in TRUNK}
+def _stack(trees: Sequence[Any]) -> Any:
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
 
 
-def task_gradients(trunk_fn: Callable, heads_fn: Callable, params: dict, *,
-                   grad_wrt: str, unroll: bool = False, num_tasks: int | None = None,
-                   gram_only: bool = False) -> TaskGradients:
-  """Per-task gradients of the shared part (see the module docstring).
+def task_gradients(encode_fn: Callable, decode_fn: Callable, shared_params: Any,
+                   task_params: Any, task_names: Sequence[str], *, grad_wrt: str,
+                   unroll: bool = False, gram_only: bool = False) -> TaskGradients:
+  """Per-task gradients of a split model (see the module docstring).
 
-  trunk_fn(trunk_params) -> (Z, trunk_aux); heads_fn(head_params, Z, trunk_aux) ->
-  (losses f32[T], aux), its VJP then mapped over the T one-hot cotangents (each head's
-  backward pass runs T times, T - 1 of them on zeros). With `num_tasks` given, heads_fn takes
-  a tuple of T copies of Z and head t must read only the t-th: one VJP of the heads with
-  cotangent ones then gives every head's gradient and every D_t (the cotangent of copy t).
-  `unroll`: a Python loop over the T trunk VJPs instead of `vmap`. On XLA:CPU (jax 0.10) the
+  encode_fn(shared_params) -> (Z or {task: Z_t}, encoder aux); decode_fn(task_params,
+  {task: Z_t}, encoder aux) -> (losses f32[T] in `task_names` order, aux), where head t reads
+  only the t-th entry.
+  `unroll`: a Python loop over the T encoder VJPs instead of `vmap`. On XLA:CPU (jax 0.10) the
   loop is the faster for convolutional trunks (vmap turns their weight gradients into slow
   grouped convolutions) and for dense ones (vmap fuses the T weight gradients into one dot
   whose [T * out, in] result the Gram matrix and the combination read transposed): MLP
   784-256, T = 8, batch 128, 4.6 against 6.1 ms per step.
   `gram_only`: the caller reads only the Gram matrix of the params-mode gradients; for
-  all-Dense trunks it then comes from `dense_gram` and `task_grads` are the D_t at Z.
+  all-Dense encoders it then comes from `dense_gram` and `task_grads` are the D_t at Z.
   """
-  trunk_params, head_params = split_params(params)
-  tapped = dense_taps(trunk_fn, trunk_params) if gram_only and grad_wrt == "params" else None
+  tapped = dense_taps(encode_fn, shared_params) if gram_only and grad_wrt == "params" else None
   if tapped is not None:
     taps, biases = tapped
-    rep, tapped_vjp, (trunk_aux, inputs) = jax.vjp(
-        lambda p, e: tapped_call(trunk_fn, p, e), trunk_params, taps, has_aux=True)
+    rep, tapped_vjp, (encoder_aux, inputs) = jax.vjp(
+        lambda p, e: tapped_call(encode_fn, p, e), shared_params, taps, has_aux=True)
   else:
-    rep, trunk_vjp, trunk_aux = jax.vjp(trunk_fn, trunk_params, has_aux=True)
-  if num_tasks is None:
-    losses, aux, head_grads, rep_grads = _mapped_heads_backward(
-        lambda hp, z: heads_fn(hp, z, trunk_aux), head_params, rep)
-  else:
-    losses, aux, head_grads, rep_grads = _split_heads_backward(
-        lambda hp, zs: heads_fn(hp, zs, trunk_aux), head_params, rep, num_tasks)
+    rep, encoder_vjp, encoder_aux = jax.vjp(encode_fn, shared_params, has_aux=True)
+  per_task = isinstance(rep, dict)
+  reps = {t: rep[t] for t in task_names} if per_task else {t: rep for t in task_names}
+  losses, heads_vjp, aux = jax.vjp(lambda hp, zs: decode_fn(hp, zs, encoder_aux),
+                                   task_params, reps, has_aux=True)
+  head_grads, rep_cotangents = heads_vjp(jnp.ones_like(losses))
+  rep_grads = _rep_jacobian(rep_cotangents, task_names, per_task)
 
   if grad_wrt == "rep":
     return TaskGradients(losses, aux, head_grads, rep_grads,
-                         lambda d_rep: trunk_vjp(d_rep)[0])
+                         lambda d_rep: encoder_vjp(d_rep)[0])
   if tapped is not None:  # the D_t at every Dense output: activations' backward passes only
     outputs = jax.vmap(lambda d: tapped_vjp(d)[1])(rep_grads)
     return TaskGradients(losses, aux, head_grads, rep_grads,
                          lambda d_rep: tapped_vjp(d_rep)[0], dense_gram(inputs, outputs, biases))
   if unroll:
-    per_task = [trunk_vjp(jax.tree.map(lambda d: d[t], rep_grads))[0]
-                for t in range(losses.shape[0])]
-    jacobian = jax.tree.map(lambda *g: jnp.stack(g), *per_task)
+    jacobian = _stack([encoder_vjp(jax.tree.map(lambda d: d[t], rep_grads))[0]
+                       for t in range(len(task_names))])
   else:
-    jacobian = jax.vmap(lambda d: trunk_vjp(d)[0])(rep_grads)
+    jacobian = jax.vmap(lambda d: encoder_vjp(d)[0])(rep_grads)
   return TaskGradients(losses, aux, head_grads, jacobian, lambda shared: shared)
 
 
-def _mapped_heads_backward(heads_fn: Callable, head_params: dict, rep):
-  """(losses, aux, head grads, D [T, ...]): the heads' VJP mapped over one-hot cotangents."""
-  losses, heads_vjp, aux = jax.vjp(heads_fn, head_params, rep, has_aux=True)
-  num_tasks = losses.shape[0]
-  head_grads_per_task, rep_grads = jax.vmap(heads_vjp)(jnp.eye(num_tasks, dtype=losses.dtype))
-  head_grads = jax.tree.map(lambda g: g.sum(0), head_grads_per_task)  # heads are disjoint
-  return losses, aux, head_grads, rep_grads
+def _rep_jacobian(cotangents: dict, task_names: Sequence[str], per_task: bool) -> Any:
+  """[T, ...]: row t the cotangent of the encoder's output from task t alone.
 
-
-def _split_heads_backward(heads_fn: Callable, head_params: dict, rep, num_tasks: int):
-  """(losses, aux, head grads, D [T, ...]): one VJP of heads that read one copy of Z each.
-
-  The copies are T separate arguments, so each head's backward writes only its own D_t.
+  One shared Z: row t is D_t. One Z_s per task: row t is {s: D_t if s == t else 0}.
   """
-  losses, heads_vjp, aux = jax.vjp(heads_fn, head_params, (rep,) * num_tasks, has_aux=True)
-  head_grads, rep_grads = heads_vjp(jnp.ones_like(losses))
-  return losses, aux, head_grads, jax.tree.map(lambda *d: jnp.stack(d), *rep_grads)
+  if not per_task:
+    return _stack([cotangents[t] for t in task_names])
+  zero = lambda t: jax.tree.map(jnp.zeros_like, cotangents[t])
+  return {s: _stack([cotangents[s] if t == s else zero(s) for t in task_names])
+          for s in task_names}
+
+
+def generic_task_gradients(loss_fn: Callable, shared_params: Any, task_params: Any,
+                           owner_index: Any, num_tasks: int, *,
+                           unroll: bool = False) -> TaskGradients:
+  """Per-task gradients of a model without the encoder/decoder split.
+
+  loss_fn(shared_params, task_params) -> (losses f32[T], aux); `owner_index` is a pytree like
+  `task_params` whose leaves are the index of the owning task. The VJP of the whole model is
+  mapped over the T one-hot cotangents; the shared rows form J, each task parameter takes its
+  owner's row.
+  """
+  losses, model_vjp, aux = jax.vjp(loss_fn, shared_params, task_params, has_aux=True)
+  cotangents = jnp.eye(num_tasks, dtype=losses.dtype)
+  if unroll:
+    jacobian, per_task = _stack([model_vjp(cotangents[t]) for t in range(num_tasks)])
+  else:
+    jacobian, per_task = jax.vmap(model_vjp)(cotangents)
+  head_grads = jax.tree.map(lambda g, t: g[t], per_task, owner_index)
+  return TaskGradients(losses, aux, head_grads, jacobian, lambda shared: shared)
 
 
 def apply_weighting(weighting: Weighting, state: Any, inputs: WeightingInputs,
@@ -138,7 +152,7 @@ def apply_weighting(weighting: Weighting, state: Any, inputs: WeightingInputs,
     weights = jax.lax.stop_gradient(result).astype(grads.losses.dtype)
     direction = combine(weights, grads.task_grads)
   shared = grads.combine_shared(direction)
-  return {**shared, **grads.head_grads}, weights, state, gram
+  return merge_params(shared, grads.head_grads), weights, state, gram
 
 
 # ----------------------------------------------------------------------------------------------
@@ -156,7 +170,7 @@ def _dense_calls(interceptor: Callable):
   return intercept
 
 
-def dense_taps(trunk_fn: Callable, trunk_params: dict) -> tuple[list, list] | None:
+def dense_taps(trunk_fn: Callable, trunk_params: Any) -> tuple[list, list] | None:
   """(zero perturbations, one per Dense output of the trunk; whether each layer has a bias)
   if the trunk's trainable parameters are exactly the kernels and biases of Dense layers
   called once each on [B, D] inputs, else None (J is needed). Traces the trunk abstractly."""

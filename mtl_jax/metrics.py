@@ -137,3 +137,21 @@ def delta_m(metrics: Mapping[str, float], baseline: Mapping[str, float]) -> floa
     sign = -1.0 if lower_is_better(name) else 1.0
     changes.append(sign * (metrics[name] - base) / base)
   return 100.0 * sum(changes) / len(changes)
+
+
+def weight_metrics(weights, tasks) -> dict[str, float]:
+  """{"weight/<task>": w}: the task weights f32[T] of a step."""
+  return {f"weight/{t.name}": float(w) for t, w in zip(tasks, jax.device_get(weights))}
+
+
+def gradient_metrics(gram, tasks) -> tuple[dict[str, float], np.ndarray]:
+  """({"grad_norm/<task>", "grad_cosine/<a>/<b>"}, the cosine matrix) of a step's Gram matrix
+  f32[T, T] of the per-task gradients."""
+  gram = np.asarray(jax.device_get(gram), np.float64)
+  norms = np.sqrt(np.maximum(np.diag(gram), 0.0))
+  cosines = gram / np.maximum(np.outer(norms, norms), 1e-30)
+  scalars = {f"grad_norm/{t.name}": float(n) for t, n in zip(tasks, norms)}
+  for i, a in enumerate(tasks):
+    for j in range(i + 1, len(tasks)):
+      scalars[f"grad_cosine/{a.name}/{tasks[j].name}"] = float(cosines[i, j])
+  return scalars, cosines

@@ -1,22 +1,20 @@
-"""Training: the TrainState, the jit-compiled train step, evaluation, data sources, the loop.
+"""Training: the TrainState, the jit-compiled train step, evaluation and the loop.
 
-The loop (`run`) is shared by every data source: `ArrayData` (in-memory arrays, K steps per
-dispatch in a `lax.scan`) and `StreamData` (host batches such as decoded image files, one
-jitted step per batch). `train_and_evaluate` runs it on in-memory datasets;
-`mtl_jax.trainer.MultiTaskTrainer` runs it on image files.
+The loop (`run`) is shared by every data source (`mtl_jax.data.feeds`): `ArrayData`
+(in-memory arrays, K steps per dispatch in a `lax.scan`) and `StreamData` (host batches such as
+decoded image files, one jitted step per batch). `train_and_evaluate` runs it on in-memory
+datasets; `mtl_jax.trainer.MultiTaskTrainer` runs it on image files. A run's static pieces
+(model, optimizer, weighting) come from `mtl_jax.build`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import inspect
 import itertools
-import json
 import os
 import signal
 import time
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 from absl import logging
 import flax
@@ -27,7 +25,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from mtl_jax import augment as augment_lib
+from mtl_jax import atomic
+from mtl_jax import build as build_lib
 from mtl_jax import checkpoint as checkpoint_lib
 from mtl_jax import config as config_lib
 from mtl_jax import data as data_lib
@@ -38,9 +37,9 @@ from mtl_jax import models
 from mtl_jax import optim
 from mtl_jax import sharding as sharding_lib
 from mtl_jax import weighting as weighting_lib
-from mtl_jax.config import ConfigError
+from mtl_jax.build import Setup
+from mtl_jax.errors import ConfigError
 from mtl_jax.models import backbones
-from mtl_jax.tasks import Task
 
 FINAL_METRICS_FILE = "final_metrics.json"
 
@@ -80,21 +79,6 @@ class Interrupted(Exception):
     self.step = step
 
 
-@dataclasses.dataclass(frozen=True)
-class Setup:
-  """The static pieces of a run: model, optimizer, weighting, tasks and augmentation.
-
-  `augment(key, inputs) -> inputs` (or None) runs inside the train step, on the devices,
-  never at evaluation.
-  """
-  model: nn.Module
-  tx: optax.GradientTransformation
-  weighting: weighting_lib.Weighting
-  tasks: tuple[Task, ...]
-  augment: augment_lib.AugmentFn | None = None
-  grad_wrt: str | None = None  # per-task gradients of "params" or "rep"; None: loss-based
-
-
 # ----------------------------------------------------------------------------------------------
 # The step.
 
@@ -104,15 +88,17 @@ AUGMENT_STREAM = 1
 
 
 def _apply(setup: Setup, params, model_state, frozen, inputs, *, train: bool, rng=None,
-           **call):
+           method: str | None = None):
   """(the model's result, its updated non-parameter collections).
 
-  `call` goes to the model (`heads=False` for the trunk alone, `rep=` for the heads alone).
-  The frozen backbone's variables come in as constants; whatever the model writes to them (a
-  backbone that updates batch statistics whatever `train` says) is dropped.
+  `method`: "encode" or "decode" for one side of a split model (`inputs` then being its
+  input), None for the whole model. The frozen backbone's variables come in as constants;
+  whatever the model writes to them (a backbone that updates batch statistics whatever `train`
+  says) is dropped.
   """
   variables = backbones.graft({"params": params, **model_state}, frozen)
   rngs = {"dropout": rng} if rng is not None else None
+  call = {} if method is None else {"method": method}
   mutable = [c for c in variables if c != "params"]
   if mutable and train:
     result, written = setup.model.apply(variables, inputs, train=True, rngs=rngs,
@@ -133,8 +119,8 @@ def _loss_weighted_grads(setup: Setup, state: TrainState, inputs, labels, dropou
   """Loss-based methods: weights from the losses, then one backward with them as cotangent."""
 
   def forward(params):
-    (outputs, _), model_state = _apply(setup, params, state.model_state, state.frozen, inputs,
-                                       train=True, rng=dropout_key)
+    outputs, model_state = _apply(setup, params, state.model_state, state.frozen, inputs,
+                                  train=True, rng=dropout_key)
     losses, (counts, kpis) = _loss_terms(setup, outputs, labels)
     return losses, (counts, kpis, model_state)
 
@@ -147,32 +133,50 @@ def _loss_weighted_grads(setup: Setup, state: TrainState, inputs, labels, dropou
   return grads, losses, weights, weighting_state, model_state, state.task_gram
 
 
+def _task_gradients(setup: Setup, state: TrainState, inputs, labels,
+                    dropout_key) -> gradients.TaskGradients:
+  """Per-task gradients of the shared parameters (or representation) from one forward pass:
+  through the model's encode/decode split when it has one, else the generic path."""
+  names = setup.task_names
+  owners = models.base.param_owners(setup.model, state.params, names)
+  shared, task_params = models.base.split_params(state.params, owners)
+
+  def run(params, inputs, model_state, method=None):
+    return _apply(setup, params, model_state, state.frozen, inputs, train=True,
+                  rng=dropout_key, method=method)
+
+  if not models.base.has_split(setup.model):
+    def loss_fn(shared, task_params):
+      outputs, model_state = run(models.base.merge_params(shared, task_params), inputs,
+                                 state.model_state)
+      losses, (counts, kpis) = _loss_terms(setup, outputs, labels)
+      return losses, (counts, kpis, model_state)
+
+    owner_index = flax.traverse_util.unflatten_dict(
+        {p: names.index(owners[p]) for p in flax.traverse_util.flatten_dict(task_params)})
+    return gradients.generic_task_gradients(loss_fn, shared, task_params, owner_index,
+                                            len(names), unroll=True)
+
+  def encode_fn(shared):
+    return run(models.base.merge_params(shared, task_params), inputs, state.model_state,
+               "encode")
+
+  def decode_fn(task_params, reps, model_state):
+    outputs, model_state = run(models.base.merge_params(shared, task_params), reps, model_state,
+                               "decode")
+    losses, (counts, kpis) = _loss_terms(setup, outputs, labels)
+    return losses, (counts, kpis, model_state)
+
+  return gradients.task_gradients(encode_fn, decode_fn, shared, task_params, names,
+                                  grad_wrt=setup.grad_wrt, unroll=True,
+                                  gram_only=setup.weighting.needs != "grads")
+
+
 def _task_gradient_grads(setup: Setup, state: TrainState, inputs, labels, dropout_key,
                          weighting_inputs):
   """Gradient methods (and diagnostics): per-task gradients of the shared part, then the
   method's combination (mtl_jax.gradients)."""
-  trunk_const, heads_const = gradients.split_params(state.params)
-
-  def trunk_fn(trunk_params):
-    return _apply(setup, {**heads_const, **trunk_params}, state.model_state, state.frozen,
-                  inputs, train=True, rng=dropout_key, heads=False)
-
-  def heads_fn(head_params, reps, model_state):
-    # Head t reads only its own copy reps[t] of the representation (see task_gradients).
-    outputs = {}
-    for task, rep in zip(setup.tasks, reps):
-      head = dataclasses.replace(setup, model=setup.model.clone(tasks=(task,)))
-      (output, _), model_state = _apply(head, {**trunk_const, **head_params}, model_state,
-                                        state.frozen, None, train=True, rng=dropout_key,
-                                        rep=rep)
-      outputs[task.name] = output[task.name]
-    losses, (counts, kpis) = _loss_terms(setup, outputs, labels)
-    return losses, (counts, kpis, model_state)
-
-  task_grads = gradients.task_gradients(trunk_fn, heads_fn, state.params,
-                                        grad_wrt=setup.grad_wrt, unroll=True,
-                                        num_tasks=len(setup.tasks),
-                                        gram_only=setup.weighting.needs != "grads")
+  task_grads = _task_gradients(setup, state, inputs, labels, dropout_key)
   counts, kpis, model_state = task_grads.aux
   weighting_inputs = weighting_inputs._replace(
       losses=jax.lax.stop_gradient(task_grads.losses), counts=counts, kpis=kpis)
@@ -254,7 +258,7 @@ def make_eval_fn(setup: Setup, mesh) -> Callable:
   """jit(variables, batch) -> {task: {metric: clu Average}} over the batch."""
 
   def run(variables, batch):
-    outputs, _ = setup.model.apply(variables, batch["inputs"], train=False)
+    outputs = setup.model.apply(variables, batch["inputs"], train=False)
     return losses_lib.task_metrics(setup.tasks, outputs, batch["labels"])
 
   replicated = sharding_lib.replicated(mesh)
@@ -296,40 +300,14 @@ def create_train_state(setup: Setup, seed: int, example_inputs: np.ndarray, mesh
                                                                     backbone_variables)
 
 
-def _has_gradient_state(weighting: weighting_lib.Weighting) -> bool:
-  """Whether the method's state holds gradient-shaped buffers (MoCo's tracked gradients, ...):
-  its `init` then takes `grads_like`, the shapes of the per-task gradients [T, ...]."""
-  return "grads_like" in inspect.signature(weighting.init).parameters
-
-
 def _state_shapes(setup: Setup, params: dict) -> dict:
-  """{"grads_like": shapes of the per-task parameter gradients} for a method that asks."""
-  if not _has_gradient_state(setup.weighting):
+  """{"grads_like": shapes of the per-task shared-parameter gradients} for a method that asks."""
+  if not setup.weighting.grad_state:
     return {}
-  trunk, _ = gradients.split_params(params)
+  owners = models.base.param_owners(setup.model, params, setup.task_names)
+  shared, _ = models.base.split_params(params, owners)
   return {"grads_like": jax.tree.map(
-      lambda p: jax.ShapeDtypeStruct((len(setup.tasks),) + p.shape, p.dtype), trunk)}
-
-
-def pad_split(split: data_lib.Split, tasks: Sequence[Task], multiple: int) -> data_lib.Split:
-  """`split` padded to a multiple of `multiple` rows whose labels are all missing."""
-  pad = -len(split) % multiple
-  if not pad:
-    return split
-  inputs = np.concatenate([split.inputs, np.zeros((pad, *split.inputs.shape[1:]),
-                                                  split.inputs.dtype)])
-  labels = {t.name: np.concatenate([split.labels[t.name], np.full(
-      pad, -1 if t.is_classification else np.nan, split.labels[t.name].dtype)]) for t in tasks}
-  return data_lib.Split(inputs, labels)
-
-
-def split_batches(split: data_lib.Split, tasks: Sequence[Task], batch_size: int,
-                  mesh) -> Iterator[dict]:
-  """This process's rows of each global batch of `split`, the last one padded (labels missing)."""
-  padded = pad_split(split, tasks, batch_size)
-  rows = data_lib.process_rows(batch_size, mesh)
-  for start in range(0, len(padded), batch_size):
-    yield padded.batch(np.arange(start, start + batch_size)[rows])
+      lambda p: jax.ShapeDtypeStruct((len(setup.tasks),) + p.shape, p.dtype), shared)}
 
 
 def evaluate(eval_fn, state: TrainState, batches: Iterable[dict], mesh,
@@ -341,24 +319,6 @@ def evaluate(eval_fn, state: TrainState, batches: Iterable[dict], mesh,
     batch = sharding_lib.put_global(local, sharding)
     total = metrics_lib.merge(total, eval_fn(variables, batch))
   return metrics_lib.compute(jax.device_get(total), prefix)
-
-
-def weight_metrics(state: TrainState, tasks: Sequence[Task]) -> dict[str, float]:
-  """{"weight/<task>": w}: the task weights of the last step."""
-  weights = jax.device_get(state.task_weights)
-  return {f"weight/{t.name}": float(w) for t, w in zip(tasks, weights)}
-
-
-def gradient_metrics(state: TrainState, tasks: Sequence[Task]) -> tuple[dict, np.ndarray]:
-  """({"grad_norm/<task>", "grad_cosine/<a>/<b>"}, the cosine matrix) of the last step."""
-  gram = np.asarray(jax.device_get(state.task_gram), np.float64)
-  norms = np.sqrt(np.maximum(np.diag(gram), 0.0))
-  cosines = gram / np.maximum(np.outer(norms, norms), 1e-30)
-  scalars = {f"grad_norm/{t.name}": float(n) for t, n in zip(tasks, norms)}
-  for i, a in enumerate(tasks):
-    for j in range(i + 1, len(tasks)):
-      scalars[f"grad_cosine/{a.name}/{tasks[j].name}"] = float(cosines[i, j])
-  return scalars, cosines
 
 
 def dispatch_chunks(start: int, stop: int, max_length: int,
@@ -400,154 +360,38 @@ class _SigtermFlag:
 
 
 # ----------------------------------------------------------------------------------------------
-# The loop.
-
-
-def build_setup(config: ml_collections.ConfigDict, tasks: tuple[Task, ...],
-                backbone: nn.Module | None = None, steps_per_epoch: int | None = None) -> Setup:
-  """Model, optimizer, weighting and augmentation for `tasks` as `config` describes them."""
-  model = models.HardParameterSharing(
-      tasks=tasks, backbone_spec=models.parse_spec(config.model.backbone),
-      shared_layers=models.parse_spec(config.model.shared_layers),
-      task_layers=models.parse_spec(config.model.task_layers),
-      dropout_rate=config.model.dropout_rate, global_pooling=config.model.global_pooling,
-      backbone=backbone, freeze_backbone=not config.model.train_backbone)
-  tx = optim.make_optimizer(config.optimizer, config.num_steps)
-  context = {"optimizer": tx, "num_steps": config.num_steps, "steps_per_epoch": steps_per_epoch}
-  name = config_lib.weighting_name(config)
-  kwargs = config_lib.weighting_kwargs(config)
-  grad_wrt = kwargs.pop("grad_wrt", None)
-  try:
-    weighting = weighting_lib.get(name, context=context, **kwargs)
-    if not _has_gradient_state(weighting):  # those are checked when the state is built
-      weighting.init(tasks)
-  except ValueError as e:
-    raise ConfigError(f"config.weighting: {e}") from None
-  grad_wrt = _gradient_mode(name, weighting, grad_wrt, config.grad_diagnostics)
-  # Pixels of 8-bit images (and of 16-bit ones, scaled alike) lie in [0, 255 / norm].
-  augment = augment_lib.make_augment(config.augment.to_dict(),
-                                     value_range=(0.0, 255.0 / config.images.norm))
-  return Setup(model, tx, weighting, tasks, augment, grad_wrt)
-
-
-def _gradient_mode(name: str, weighting: weighting_lib.Weighting, grad_wrt: str | None,
-                   diagnostics: bool) -> str | None:
-  """What the per-task gradients are taken of ("params" | "rep"), or None for none at all."""
-  if grad_wrt is not None and grad_wrt not in gradients.GRAD_WRT:
-    raise ConfigError(f"config.weighting_kwargs.grad_wrt must be one of {gradients.GRAD_WRT}, "
-                      f"got {grad_wrt!r}")
-  if grad_wrt == "rep" and weighting.needs != "losses" and not weighting.allows_rep:
-    raise ConfigError(f"config.weighting_kwargs.grad_wrt: weighting {name!r} is not defined on "
-                      "representation gradients; use grad_wrt='params'")
-  if grad_wrt == "rep" and _has_gradient_state(weighting):
-    raise ConfigError(f"config.weighting_kwargs.grad_wrt: weighting {name!r} keeps averages of "
-                      "per-task gradients across batches, which only parameter gradients "
-                      "allow; use grad_wrt='params'")
-  if weighting.needs == "losses" and not diagnostics:
-    return None
-  return grad_wrt or "params"
-
-
-def write_json(path: str, obj: Any) -> None:
-  """Writes `obj` as JSON to `path` atomically (a temporary file, then a rename)."""
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
-
-
-# ----------------------------------------------------------------------------------------------
-# Data sources: where the batches of a dispatch come from, and how it runs them.
+# Dispatches: what one call from the loop runs.
 
 Dispatch = Callable[[TrainState], tuple[TrainState, dict]]
+TrainData = data_lib.ArrayData | data_lib.StreamData
 
 
-class TrainData(Protocol):
-  """Training batches for the loop: `dispatches` turns each (first step, length) chunk into a
-  function state -> (state, `summarize` of its losses), consumed in order."""
-
-  @property
-  def steps_per_epoch(self) -> int: ...
-
-  def example_inputs(self) -> np.ndarray:
-    """One input f32[1, ...], for the model's shapes."""
-
-  def dispatches(self, setup: Setup, mesh,
-                 chunks: Sequence[tuple[int, int]]) -> Iterator[Dispatch]: ...
-
-
-@dataclasses.dataclass(frozen=True)
-class ArrayData:
-  """An in-memory split, K steps per dispatch in one `lax.scan`.
-
-  `on_device`: the whole split sits on the devices and each step gathers its batch by index;
-  otherwise a grain pipeline stacks each process's rows of the K batches on the host.
-  """
-  split: data_lib.Split
-  sampler: data_lib.Sampler
-  on_device: bool
-
-  @property
-  def steps_per_epoch(self) -> int:
-    return self.sampler.steps_per_epoch
-
-  def example_inputs(self) -> np.ndarray:
-    return self.split.inputs[:1]
-
-  def dispatches(self, setup: Setup, mesh, chunks) -> Iterator[Dispatch]:
-    train_fn = make_train_fn(setup, mesh, on_device=self.on_device)
-    for source, xs in self._inputs(chunks, mesh):
+def dispatches(data: TrainData, setup: Setup, mesh,
+               chunks: Sequence[tuple[int, int]]) -> Iterator[Dispatch]:
+  """One function state -> (state, `summarize` of its losses) per (first step, length) chunk,
+  to be called in order: K steps in one `lax.scan` for in-memory data, else one jitted step
+  per host batch."""
+  if isinstance(data, data_lib.ArrayData):
+    train_fn = make_train_fn(setup, mesh, on_device=data.on_device)
+    for source, xs in data.chunk_inputs(chunks, mesh):
       yield lambda state, source=source, xs=xs: train_fn(state, source, xs)
+    return
+  if not chunks:
+    return
+  step_fn = make_step_fn(setup, mesh)
+  summarize_fn = jax.jit(summarize, out_shardings=sharding_lib.replicated(mesh))
+  sharding = sharding_lib.batch_sharding(mesh)
+  batches = data.batches(range(chunks[0][0], sum(chunks[-1])))
 
-  def _inputs(self, chunks, mesh) -> Iterator[tuple[Any, Any]]:
-    """(source, xs) for each chunk: device-side indices, or host batches from a grain pipeline."""
-    if self.on_device:
-      source = jax.device_put(self.split.batch(np.arange(len(self.split))),
-                              sharding_lib.replicated(mesh))
-      index_sharding = sharding_lib.batch_sharding(mesh, 1)
-      for first, length in chunks:
-        yield source, jax.device_put(self.sampler.indices(range(first, first + length)),
-                                     index_sharding)
-    else:
-      sharding = sharding_lib.batch_sharding(mesh, 1)
-      for local in data_lib.host_batches(self.split, self.sampler, chunks, mesh=mesh):
-        yield None, sharding_lib.put_global(local, sharding)
+  def dispatch(state, first, length):
+    losses = []
+    for local in itertools.islice(batches, length):
+      state, loss = step_fn(state, sharding_lib.put_global(local, sharding))
+      losses.append(loss)
+    return state, summarize_fn(jnp.stack(losses), jnp.int32(first))
 
-
-@dataclasses.dataclass(frozen=True)
-class StreamData:
-  """Host batches (e.g. decoded image files), one jitted step per batch (`make_step_fn`).
-
-  Attributes:
-    batches: steps -> an iterator over this process's rows of each step's global batch, in
-      order (a pure function of the step, so a resumed run gets the same batches).
-    example: one input f32[1, ...].
-    steps_per_epoch: global batches per epoch.
-  """
-  batches: Callable[[Sequence[int]], Iterator[dict]]
-  example: np.ndarray
-  steps_per_epoch: int
-
-  def example_inputs(self) -> np.ndarray:
-    return self.example
-
-  def dispatches(self, setup: Setup, mesh, chunks) -> Iterator[Dispatch]:
-    if not chunks:
-      return
-    step_fn = make_step_fn(setup, mesh)
-    summarize_fn = jax.jit(summarize, out_shardings=sharding_lib.replicated(mesh))
-    sharding = sharding_lib.batch_sharding(mesh)
-    batches = self.batches(range(chunks[0][0], sum(chunks[-1])))
-
-    def dispatch(state, first, length):
-      losses = []
-      for local in itertools.islice(batches, length):
-        state, loss = step_fn(state, sharding_lib.put_global(local, sharding))
-        losses.append(loss)
-      return state, summarize_fn(jnp.stack(losses), jnp.int32(first))
-
-    for first, length in chunks:
-      yield functools.partial(dispatch, first=first, length=length)
+  for first, length in chunks:
+    yield functools.partial(dispatch, first=first, length=length)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -580,7 +424,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
   start = int(state.step)
   is_lead = jax.process_index() == 0
   if is_lead:
-    write_json(os.path.join(workdir, "run.json"), run_info)
+    atomic.write_json(os.path.join(workdir, "run.json"), run_info)
   writer = metrics_lib.create_writer(workdir)
   if start == 0:
     writer.write_hparams(_flatten(config.to_dict()))
@@ -592,7 +436,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
                            (config.log_every, config.eval_every, config.checkpoint_every))
   window_start, window_time = start, time.perf_counter()
   with _SigtermFlag() as sigterm:
-    for (first, length), dispatch in zip(chunks, data.dispatches(setup, mesh, chunks)):
+    for (first, length), dispatch in zip(chunks, dispatches(data, setup, mesh, chunks)):
       state, summary = dispatch(state)
       summary = jax.device_get(summary)
       step = first + length
@@ -605,10 +449,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
       if step % config.log_every == 0 or step == config.num_steps:
         rate = (step - window_start) / (time.perf_counter() - window_time)
         scalars = {f"train/{t.name}/loss": l for t, l in zip(tasks, summary["loss"])}
-        scalars.update(weight_metrics(state, tasks))
+        scalars.update(metrics_lib.weight_metrics(state.task_weights, tasks))
         scalars.update({"train/learning_rate": schedule(step - 1), "train/steps_per_s": rate})
         if setup.grad_wrt is not None:
-          grad_scalars, cosines = gradient_metrics(state, tasks)
+          grad_scalars, cosines = metrics_lib.gradient_metrics(state.task_gram, tasks)
           scalars.update(grad_scalars)
           writer.write_images(step, {"grad_cosines": metrics_lib.cosine_heatmap(cosines)})
         writer.write_scalars(step, metrics_lib.to_scalars(scalars))
@@ -624,11 +468,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
         raise Interrupted(step)
   checkpoints.wait()
 
-  final = {**evaluate_final(state), **weight_metrics(state, tasks)}
+  final = {**evaluate_final(state), **metrics_lib.weight_metrics(state.task_weights, tasks)}
   writer.write_scalars(config.num_steps, final)
   writer.flush()
   if is_lead:
-    write_json(os.path.join(workdir, FINAL_METRICS_FILE), final)
+    atomic.write_json(os.path.join(workdir, FINAL_METRICS_FILE), final)
   checkpoints.close()
   return state, final
 
@@ -636,12 +480,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        data: data_lib.Dataset | None = None,
                        backbone: nn.Module | None = None,
-                       mesh=None) -> dict[str, float]:
+                       heads: Mapping[str, nn.Module] | None = None,
+                       model: nn.Module | None = None, mesh=None) -> dict[str, float]:
   """Trains as `config` says, resuming from `workdir`'s checkpoints; returns the final metrics.
 
-  `data` replaces the built-in dataset `config.dataset.name` (see `mtl_jax.data.from_arrays`),
-  `backbone` the spec-built backbone (or `config.model.backbone_path`, a backbone saved with
-  its variables by `mtl_jax.save_backbone`), `mesh` the mesh over every device. The final
+  `data` replaces the built-in dataset `config.dataset.name` (see `mtl_jax.data.from_arrays`).
+  `backbone` replaces the spec-built backbone (or `config.model.backbone_path`, a backbone
+  saved with its variables by `mtl_jax.save_backbone`) and `heads` ({task: module}) the
+  spec-built heads of hard parameter sharing; `model` replaces the whole registered model by a
+  module meeting the contract of `mtl_jax.models.base`. `mesh`: the mesh over every device.
+  The final
   metrics, also written to `<workdir>/final_metrics.json`, are "<split>/<task>/<metric>" for
   val and test, and "weight/<task>", the task weights of the last step.
   """
@@ -667,18 +515,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if config.model.backbone_path:
     backbone, backbone_variables = backbones.load_backbone(config.model.backbone_path)
     backbones.feature_shape(backbone, backbone_variables, dataset.train.inputs.shape[1:])
-  setup = build_setup(config, tasks, backbone, sampler.steps_per_epoch)
+  setup = build_lib.build_setup(config, tasks, backbone=backbone, heads=heads, model=model,
+                                steps_per_epoch=sampler.steps_per_epoch)
+  build_lib.check_model(setup, dataset.train.inputs[:1])
   if setup.augment is not None and dataset.train.inputs.ndim != 4:
     raise ConfigError(f"config.augment needs images [N, H, W, C]; the inputs have shape "
                       f"{dataset.train.inputs.shape}")
   on_device = config.dataset.data_on_device and jax.process_count() == 1
-  train_data = ArrayData(dataset.train, sampler, on_device)
+  train_data = data_lib.ArrayData(dataset.train, sampler, on_device)
   state = create_train_state(setup, config.seed, train_data.example_inputs(), mesh,
                              backbone_variables)
   eval_fn = make_eval_fn(setup, mesh)
 
   def evaluate_split(state, name):
-    batches = split_batches(getattr(dataset, name), tasks, config.eval_batch_size, mesh)
+    batches = data_lib.split_batches(getattr(dataset, name), tasks, config.eval_batch_size, mesh)
     return evaluate(eval_fn, state, batches, mesh, name)
 
   run_info = {"tasks": [t.to_json() for t in tasks], "config": config.to_dict()}

@@ -37,6 +37,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import pickle
 import warnings
 from typing import Any, Callable, Mapping, Sequence
 
@@ -47,17 +48,21 @@ import ml_collections
 import numpy as np
 import pandas as pd
 
+from mtl_jax import atomic
 from mtl_jax import augment as augment_lib
+from mtl_jax import build as build_lib
 from mtl_jax import config as config_lib
 from mtl_jax import data as data_lib
+from mtl_jax import metrics as metrics_lib
 from mtl_jax import probe as probe_lib
 from mtl_jax import sharding as sharding_lib
 from mtl_jax import tasks as tasks_lib
 from mtl_jax import train as train_lib
 from mtl_jax.checkpoint import Checkpointer
-from mtl_jax.config import ConfigError
+from mtl_jax.errors import ConfigError
 from mtl_jax.models import backbones
-from mtl_jax.models.specs import global_pool, parse_spec
+from mtl_jax.models import base as models_base
+from mtl_jax.models.specs import parse_spec
 from mtl_jax.tasks import Task
 
 DOWNSTREAM = "downstream"   # the probe's metric: "val/downstream/accuracy"
@@ -66,6 +71,7 @@ BAD_FILES_SHOWN = 5         # bad paths named in an error message
 _RUN_FILE = "run.json"
 _DATA_FILE = "data.npz"
 _BACKBONE_DIR = "backbone"
+_USER_MODULES_FILE = "modules.pkl"  # the user's heads= or model=, pickled (load trusted runs only)
 _EVERY_RUN = ("num_steps", "notes")  # config keys a resumed run may change
 
 
@@ -98,72 +104,92 @@ class Inputs:
   val: Files
   downstream: Files | None
   downstream_classes: tuple
-  backbone: nn.Module
+  backbone: nn.Module | None
   backbone_variables: dict | None
   decode: Callable[[str], np.ndarray]
+  setup: build_lib.Setup
+  user_modules: dict  # {"heads": {task: module}, "model": module}, the ones given
 
 
-def trainer_config(*, tasks: Sequence[str], fcn: Any, shared_layers, task_layers,
-                   task_weights, balance_probs: bool, augment, imshape, num_channels: int,
-                   batch_size: int, num_parallel_calls: int | None, notes: str, filepaths: str,
-                   train_fcn: bool, lr: float, lr_decay: float, norm: float, shuffle: bool,
-                   single_channel: bool, global_pooling: str, dropout_rate: float,
-                   task_types: Mapping[str, str] | None, seed: int,
-                   skip_bad_files: bool) -> ml_collections.ConfigDict:
-  """The configuration (`mtl_jax.config` schema) that `MultiTaskTrainer`'s arguments describe.
+# MultiTaskTrainer argument -> the config key it sets (`None` leaves default_config()'s value).
+TRAINER_KEYS = {
+    "seed": "seed", "notes": "notes", "filepaths": "images.filepaths",
+    "imshape": "images.imshape", "num_channels": "images.num_channels", "norm": "images.norm",
+    "single_channel": "images.single_channel", "balance_probs": "images.balance_probs",
+    "shuffle": "images.shuffle", "num_parallel_calls": "images.num_workers",
+    "skip_bad_files": "images.skip_bad_files", "shared_layers": "model.shared_layers",
+    "task_layers": "model.task_layers", "dropout_rate": "model.dropout_rate",
+    "global_pooling": "model.global_pooling", "train_fcn": "model.train_backbone",
+    "lr": "optimizer.learning_rate", "batch_size": "batch_size",
+}
+
+
+def trainer_config(tasks: Sequence[str], fcn: Any = None, *, task_types=None, task_losses=None,
+                   task_weights=None, augment=None, lr_decay=None,
+                   **arguments) -> ml_collections.ConfigDict:
+  """The configuration (`mtl_jax.config` schema) that `MultiTaskTrainer`'s arguments describe:
+  `default_config()` with the arguments given (not None) set, so a trainer and a config file
+  that set the same keys make the same run.
 
   Raises:
     ConfigError: an argument of the wrong type or value, naming it.
   """
   c = config_lib.default_config()
+  c.dataset.name = config_lib.IMAGES
+  c.tasks = tuple(tasks)
+  name = "fcn"
   try:
-    c.seed = seed
-    c.notes = notes
-    c.dataset.name = config_lib.IMAGES
-    c.tasks = tuple(tasks)
-    c.images.filepaths = filepaths
+    if fcn is not None and backbones.is_spec(fcn):
+      c.model.backbone = parse_spec(fcn)
+    for name, value in arguments.items():
+      if value is None:
+        continue
+      if name not in TRAINER_KEYS:
+        raise TypeError(f"unexpected argument {name!r}")
+      *blocks, key = TRAINER_KEYS[name].split(".")
+      block = c
+      for b in blocks:
+        block = block[b]
+      block[key] = tuple(value) if isinstance(value, (list, tuple)) else value
+    name = "task_types"
     c.images.task_types = ml_collections.ConfigDict(dict(task_types or {}))
-    c.images.imshape = tuple(imshape)
-    c.images.num_channels = num_channels
-    c.images.norm = norm
-    c.images.single_channel = single_channel
-    c.images.balance_probs = balance_probs
-    c.images.shuffle = shuffle
-    c.images.num_workers = num_parallel_calls or os.cpu_count() or 1
-    c.images.skip_bad_files = skip_bad_files
-    c.model.backbone = parse_spec(fcn) if backbones.is_spec(fcn) else ()
-    c.model.shared_layers = tuple(shared_layers or ())
-    c.model.task_layers = tuple(task_layers or ())
-    c.model.dropout_rate = dropout_rate
-    c.model.global_pooling = global_pooling
-    c.model.train_backbone = train_fcn
-    c.augment = ml_collections.ConfigDict(augment_lib.resolve(augment))
+    name = "task_losses"
+    c.images.task_losses = ml_collections.ConfigDict(dict(task_losses or {}))
+    name = "augment"
+    if augment is not None:
+      c.augment = ml_collections.ConfigDict(augment_lib.resolve(augment))
+    name = "task_weights"
     if isinstance(task_weights, str):
       c.weighting = task_weights
     elif task_weights is not None:
       c.task_weights = tuple(float(w) for w in task_weights)
-    c.optimizer.name = "adam"
-    c.optimizer.learning_rate = lr
-    c.optimizer.schedule = "exponential" if lr_decay else "constant"
-    c.optimizer.half_life = lr_decay
-    c.batch_size = c.eval_batch_size = batch_size
-  except (TypeError, ValueError) as e:
-    raise ConfigError(_one_line(e)) from None
+    name = "lr_decay"
+    if lr_decay is not None:
+      c.optimizer.schedule = "exponential" if lr_decay else "constant"
+      c.optimizer.half_life = float(lr_decay)
+    if arguments.get("batch_size") is not None:
+      c.eval_batch_size = arguments["batch_size"]
+  except (TypeError, ValueError, KeyError) as e:
+    raise ConfigError(f"{name}: {_one_line(e)}") from None
   return c
 
 
 def prepare(config: ml_collections.ConfigDict, train_labels: pd.DataFrame,
             val_labels: pd.DataFrame, fcn: Any, downstream_labels: Mapping[str, Any] | None,
-            mesh, *, epoch_frequencies: bool) -> Inputs:
+            mesh, *, epoch_frequencies: bool, heads: Mapping[str, nn.Module] | None = None,
+            model: nn.Module | None = None,
+            task_losses: Mapping[str, Any] | None = None) -> Inputs:
   """Checks everything a run needs and returns its parts; writes nothing.
 
   Args:
     config: a complete configuration with `dataset.name == "images"`.
     train_labels, val_labels: a file-path column and one column per task.
-    fcn: the backbone, in any form `mtl_jax.models.backbones.resolve` takes.
+    fcn: the backbone, in any form `mtl_jax.models.backbones.resolve` takes (None with `model`).
     downstream_labels: {file path: label} for the linear probe, or None.
     mesh: the mesh the batches are split over.
     epoch_frequencies: log, evaluate and checkpoint once per epoch (else the config's steps).
+    heads, model: a user's heads or whole model (`mtl_jax.build.build_setup`).
+    task_losses: {task: loss name or callable}, over `config.images.task_losses`.
 
   Raises:
     ConfigError: one line naming the problem: an invalid configuration, a missing column or
@@ -183,7 +209,12 @@ def prepare(config: ml_collections.ConfigDict, train_labels: pd.DataFrame,
   num_files = sum(len(f) for f in frames.values() if f is not None)
   decode = _cache_if_small(decoder(images), num_files, (*images.imshape, images.num_channels))
   frames = _without_bad_files(frames, images, decode)
-  tasks = data_lib.infer_tasks(frames["train"], frames["val"], names, images.task_types.to_dict())
+  losses = {**images.task_losses.to_dict(), **dict(task_losses or {})}
+  try:
+    tasks = data_lib.infer_tasks(frames["train"], frames["val"], names,
+                                 images.task_types.to_dict(), task_losses=losses)
+  except ValueError as e:
+    raise ConfigError(_one_line(e)) from None
   train, val = (_files(frames[s], tasks, images.filepaths) for s in ("train", "val"))
   sampler = _sampler(config, tasks, train)
   if epoch_frequencies:
@@ -192,16 +223,24 @@ def prepare(config: ml_collections.ConfigDict, train_labels: pd.DataFrame,
     config.num_steps = config.num_epochs * sampler.steps_per_epoch
   probe_files, probe_classes = _probe_files(frames[DOWNSTREAM], images.filepaths)
 
-  module, variables = backbones.resolve(fcn, config.model.dropout_rate)
   input_shape = (*images.imshape, images.num_channels)
-  backbones.feature_shape(module, variables, input_shape)
-  setup = train_lib.build_setup(config, tasks, module, sampler.steps_per_epoch)
-  _check_model(setup.model, input_shape)
-  if variables is None and not config.model.train_backbone:
+  module = variables = None
+  if model is None:
+    if fcn is None:
+      raise ConfigError("fcn (the backbone) is required unless a whole model= is given")
+    module, variables = backbones.resolve(fcn, config.model.dropout_rate)
+    backbones.feature_shape(module, variables, input_shape)
+  elif fcn is not None:
+    raise ConfigError("give a whole model= or its backbone fcn=, not both")
+  setup = build_lib.build_setup(config, tasks, backbone=module, heads=heads, model=model,
+                                steps_per_epoch=sampler.steps_per_epoch)
+  _check_model(setup, input_shape)
+  if module is not None and variables is None and not config.model.train_backbone:
     warnings.warn("the backbone starts from random weights and train_fcn=False keeps them "
                   "frozen; pass train_fcn=True to train it", UserWarning, stacklevel=3)
+  user_modules = {k: v for k, v in (("heads", heads), ("model", model)) if v is not None}
   return Inputs(config, tasks, train, val, probe_files, probe_classes, module, variables,
-                decode)
+                decode, setup, user_modules)
 
 
 def _one_line(error: Exception) -> str:
@@ -320,8 +359,10 @@ def _sampler(config: ml_collections.ConfigDict, tasks: Sequence[Task], train: Fi
   return sampler if config.images.shuffle else InOrder(sampler)
 
 
-def _check_model(model: nn.Module, input_shape: Sequence[int]) -> None:
-  """ConfigError if some layer of `model` fails on or empties an input of `input_shape`."""
+def _check_model(setup: build_lib.Setup, input_shape: Sequence[int]) -> None:
+  """ConfigError if some layer of the model fails on or empties an input of `input_shape`,
+  or the model breaks the contract of `mtl_jax.models.base`."""
+  model = setup.model
   x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
   described = f"imshape/num_channels {tuple(input_shape)}"
   try:
@@ -336,6 +377,7 @@ def _check_model(model: nn.Module, input_shape: Sequence[int]) -> None:
       name = "/".join(str(getattr(k, "key", k)) for k in path[:-2])
       raise ConfigError(f"layer {name!r} outputs an empty {tuple(leaf.shape[1:])} for "
                         f"{described}: use a larger imshape or fewer 'p' layers")
+  build_lib.check_model(setup, x)
 
 
 def _cache_if_small(decode, num_files: int, input_shape: Sequence[int]):
@@ -375,7 +417,11 @@ def _first_difference(saved: Any, current: Any, prefix: str = "config") -> str |
 
 
 class MultiTaskTrainer:
-  """Trains a hard-parameter-sharing network on image files with partial labels.
+  """Trains a multi-task network on image files with partial labels.
+
+  Every argument left at None takes `mtl_jax.default_config()`'s value (shown in brackets), so
+  a trainer and a config file (`configs/shapes.py`) setting the same keys make the same run;
+  `trainer.config` is that configuration.
 
   Args:
     logdir: where checkpoints, metrics, TensorBoard files and the run's description go.
@@ -385,73 +431,87 @@ class MultiTaskTrainer:
     tasks: the task columns, in the order of the heads.
     fcn: the feature extractor: a `(flax module, variables)` pair, a layer spec such as
       `[32, "p", 64, "p"]` (built and initialised fresh), or a directory written by
-      `mtl_jax.save_backbone`.
-    shared_layers: layer spec after the backbone, shared by all tasks.
-    task_layers: layer spec of each head before its global pooling and Dense output.
+      `mtl_jax.save_backbone`. None only with `model`.
+    heads: {task: flax module} replacing the spec-built heads; each maps the shared
+      representation to its task's output.
+    model: a whole multi-task module (`mtl_jax.models.base`'s contract) instead of `fcn`,
+      `shared_layers`, `task_layers` and `heads`.
+    shared_layers: layer spec after the backbone, shared by all tasks [(256,)].
+    task_layers: layer spec of each head before its global pooling and Dense output [(64,)].
     task_weights: None (equal), a list of fixed weights, "adaptive" (uncertainty weighting,
       Kendall et al. 2018) or any name in `mtl_jax.weighting.REGISTRY`.
-    balance_probs: resample every epoch so each task gets about as many labelled examples.
-    augment: augmentation options (`mtl_jax.augment`), True for its defaults, False for none.
-      Runs on the device inside the train step, never at evaluation or prediction.
-    imshape: (height, width) every image is resized to.
-    num_channels: channels of the network's input.
-    batch_size: global batch size, split over the mesh's devices (also the eval batch).
-    num_parallel_calls: image-decoding threads (default: the CPU count).
+    balance_probs: resample every epoch so each task gets about as many labelled examples
+      [True].
+    augment: augmentation options (`mtl_jax.augment`), True for its defaults, False for none
+      [none]. Runs on the device inside the train step, never at evaluation or prediction.
+    imshape: (height, width) every image is resized to [(64, 64)].
+    num_channels: channels of the network's input [3].
+    batch_size: global batch size, split over the mesh's devices, also the eval batch [128,
+      eval 512].
+    num_parallel_calls: image-decoding threads [4].
     notes: free text saved in run.json and shown in TensorBoard.
-    filepaths: the name of the file-path column.
-    train_fcn: train the backbone too; False (default) freezes it: inference mode (batch norm
+    filepaths: the name of the file-path column ["filepath"].
+    train_fcn: train the backbone too [True]; False freezes it: inference mode (batch norm
       uses its running statistics), no gradient through it, its variables never change.
-    lr: Adam's learning rate.
-    lr_decay: 0 for a constant rate, else the number of steps over which it halves
+    lr: Adam's learning rate [2e-3].
+    lr_decay: 0 for a constant rate [constant], else the number of steps over which it halves
       (smooth exponential decay, as tf.keras's ExponentialDecay(lr, lr_decay, 0.5)).
-    norm: pixel values are divided by this (255: 8-bit images to [0, 1]).
-    shuffle: False takes each epoch's examples in file order.
-    single_channel: read one channel of each file and repeat it `num_channels` times.
-    global_pooling: "max" or "average", how each head pools its features.
-    dropout_rate: the rate of every "d" layer (spatial dropout).
-    task_types: {task: "regression"}; every other task is a classification.
+    norm: pixel values are divided by this [255: 8-bit images to [0, 1]].
+    shuffle: False takes each epoch's examples in file order [True].
+    single_channel: read one channel of each file and repeat it `num_channels` times [False].
+    global_pooling: "max" or "average", how each head pools its features ["max"].
+    dropout_rate: the rate of every "d" layer (spatial dropout) [0.0].
+    task_types: {task: kind}: "classification" (the default), "binary" or "regression".
+    task_losses: {task: loss}: a loss name of the task's kind ("mse", "l1", "huber" for
+      regression) or a callable `loss(outputs, labels, mask) -> per-element losses`.
     downstream_labels: {file path: label}; every evaluation then reports
-      "val/downstream/accuracy", a linear probe of the pooled shared representation
-      (`mtl_jax.probe`).
+      "val/downstream/accuracy", a linear probe of the model's pooled representation
+      (`mtl_jax.probe`, `mtl_jax.models.base.features`).
     mesh: a `jax.sharding.Mesh` to split each batch over (default: every device).
     strategy: another name for `mesh`.
-    seed: initialisation, data order, dropout and augmentation are functions of it.
+    seed: initialisation, data order, dropout and augmentation are functions of it [0].
     skip_bad_files: drop rows whose file is missing or cannot be decoded (with a warning)
-      instead of raising.
+      instead of raising [False].
 
   Raises:
     ConfigError: bad input, found before anything is written (see `prepare`).
   """
 
   def __init__(self, logdir: str | os.PathLike, train_labels: pd.DataFrame,
-               val_labels: pd.DataFrame, tasks: Sequence[str], fcn: Any, *,
-               shared_layers: Sequence[Any] = (), task_layers: Sequence[Any] = (128, "p", 128),
-               task_weights: str | Sequence[float] | None = None, balance_probs: bool = True,
-               augment: bool | Mapping[str, Any] = False, imshape: Sequence[int] = (256, 256),
-               num_channels: int = 3, batch_size: int = 64,
-               num_parallel_calls: int | None = None, notes: str = "",
-               filepaths: str = "filepath", train_fcn: bool = False, lr: float = 1e-3,
-               lr_decay: float = 0, norm: float = 255, shuffle: bool = True,
-               single_channel: bool = False, global_pooling: str = "max",
-               dropout_rate: float = 0.5, task_types: Mapping[str, str] | None = None,
+               val_labels: pd.DataFrame, tasks: Sequence[str], fcn: Any = None, *,
+               heads: Mapping[str, nn.Module] | None = None, model: nn.Module | None = None,
+               shared_layers: Sequence[Any] | None = None,
+               task_layers: Sequence[Any] | None = None,
+               task_weights: str | Sequence[float] | None = None,
+               balance_probs: bool | None = None, augment: bool | Mapping[str, Any] | None = None,
+               imshape: Sequence[int] | None = None, num_channels: int | None = None,
+               batch_size: int | None = None, num_parallel_calls: int | None = None,
+               notes: str | None = None, filepaths: str | None = None,
+               train_fcn: bool | None = None, lr: float | None = None,
+               lr_decay: float | None = None, norm: float | None = None,
+               shuffle: bool | None = None, single_channel: bool | None = None,
+               global_pooling: str | None = None, dropout_rate: float | None = None,
+               task_types: Mapping[str, str] | None = None,
+               task_losses: Mapping[str, Any] | None = None,
                downstream_labels: Mapping[str, Any] | None = None, mesh=None, strategy=None,
-               seed: int = 0, skip_bad_files: bool = False):
+               seed: int | None = None, skip_bad_files: bool | None = None):
     if isinstance(tasks, str):
       tasks = [tasks]
     if not tasks:
       raise ConfigError("tasks must name at least one column")
     config = trainer_config(
-        tasks=tasks, fcn=fcn, shared_layers=shared_layers, task_layers=task_layers,
-        task_weights=task_weights, balance_probs=balance_probs, augment=augment,
+        tasks, fcn, task_types=task_types,
+        task_losses={k: v for k, v in (task_losses or {}).items() if isinstance(v, str)},
+        task_weights=task_weights, augment=augment, lr_decay=lr_decay,
+        shared_layers=shared_layers, task_layers=task_layers, balance_probs=balance_probs,
         imshape=imshape, num_channels=num_channels, batch_size=batch_size,
         num_parallel_calls=num_parallel_calls, notes=notes, filepaths=filepaths,
-        train_fcn=train_fcn, lr=lr, lr_decay=lr_decay, norm=norm, shuffle=shuffle,
-        single_channel=single_channel, global_pooling=global_pooling,
-        dropout_rate=dropout_rate, task_types=task_types, seed=seed,
+        train_fcn=train_fcn, lr=lr, norm=norm, shuffle=shuffle, single_channel=single_channel,
+        global_pooling=global_pooling, dropout_rate=dropout_rate, seed=seed,
         skip_bad_files=skip_bad_files)
     mesh = _mesh(mesh, strategy)
     inputs = prepare(config, train_labels, val_labels, fcn, downstream_labels, mesh,
-                     epoch_frequencies=True)
+                     epoch_frequencies=True, heads=heads, model=model, task_losses=task_losses)
     self._start(os.fspath(logdir), inputs, mesh)
     self._check_logdir()
     self._write_run()
@@ -487,12 +547,17 @@ class MultiTaskTrainer:
                                         {n: saved[f"{name}/{n}"] for n in names})
       train, val = (split(s, [t.name for t in tasks]) for s in ("train", "val"))
       downstream = split(DOWNSTREAM, [DOWNSTREAM]) if f"{DOWNSTREAM}/paths" in saved else None
-    module = backbones.load_module(os.path.join(logdir, _BACKBONE_DIR))
+    backbone_dir = os.path.join(logdir, _BACKBONE_DIR)
+    module = backbones.load_module(backbone_dir) if os.path.isdir(backbone_dir) else None
+    user_modules = _load_user_modules(logdir)
     num_files = sum(len(f) for f in (train, val, downstream) if f is not None)
     decode = _cache_if_small(decoder(config.images), num_files,
                              (*config.images.imshape, config.images.num_channels))
+    setup = build_lib.build_setup(config, tasks, backbone=module, **user_modules,
+                                  steps_per_epoch=_sampler(config, tasks, train).steps_per_epoch)
     inputs = Inputs(config, tasks, train, val, downstream,
-                    tuple(run_info.get("downstream_classes", ())), module, None, decode)
+                    tuple(run_info.get("downstream_classes", ())), module, None, decode, setup,
+                    user_modules)
     trainer = cls.from_inputs(logdir, inputs, _mesh(mesh, strategy), write=False)
     checkpoints = Checkpointer(logdir, config.keep_checkpoints)
     try:
@@ -517,10 +582,9 @@ class MultiTaskTrainer:
     input_shape = (*images.imshape, images.num_channels)
     self._decode = decoder(images)  # for predict: new files are not kept
     self._sampler = _sampler(config, inputs.tasks, inputs.train)
-    self._setup = train_lib.build_setup(config, inputs.tasks, inputs.backbone,
-                                        self._sampler.steps_per_epoch)
+    self._setup = inputs.setup
     example = np.zeros((1, *input_shape), np.float32)
-    self._train_data = train_lib.StreamData(self._train_batches, example,
+    self._train_data = data_lib.StreamData(self._train_batches, example,
                                             self._sampler.steps_per_epoch)
     self._eval_fn = train_lib.make_eval_fn(self._setup, mesh)
     self._predict_fn = _make_predict_fn(self._setup, mesh)
@@ -563,7 +627,11 @@ class MultiTaskTrainer:
     if jax.process_index() > 0:
       return
     os.makedirs(self.logdir, exist_ok=True)
-    backbones.save_module(os.path.join(self.logdir, _BACKBONE_DIR), self._inputs.backbone)
+    if self._inputs.backbone is not None:
+      backbones.save_module(os.path.join(self.logdir, _BACKBONE_DIR), self._inputs.backbone)
+    if self._inputs.user_modules:
+      atomic.write_bytes(os.path.join(self.logdir, _USER_MODULES_FILE),
+                         pickle.dumps(self._inputs.user_modules))
     arrays = {}
     for name in ("train", "val", DOWNSTREAM):
       files = getattr(self._inputs, name)
@@ -573,7 +641,7 @@ class MultiTaskTrainer:
     tmp = os.path.join(self.logdir, _DATA_FILE + ".tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, os.path.join(self.logdir, _DATA_FILE))
-    train_lib.write_json(os.path.join(self.logdir, _RUN_FILE), self._run_info())
+    atomic.write_json(os.path.join(self.logdir, _RUN_FILE), self._run_info())
 
   # --------------------------------------------------------------------------------------------
   # Training and evaluation.
@@ -595,6 +663,8 @@ class MultiTaskTrainer:
   @property
   def fcn(self) -> tuple[nn.Module, dict]:
     """The backbone as a `(module, variables)` pair, trained or not; host copies for reuse."""
+    if self._inputs.backbone is None:
+      raise ConfigError("this trainer was given a whole model=, not a backbone fcn")
     return self._inputs.backbone, backbones.to_host(backbones.extract(self._state.variables))
 
   def fit(self, epochs: int = 1) -> dict[str, float]:
@@ -637,7 +707,8 @@ class MultiTaskTrainer:
 
   def evaluate(self) -> dict[str, float]:
     """{"val/<task>/<metric>": ..., "val/downstream/accuracy": ..., "weight/<task>": ...}."""
-    return {**self._evaluate(self._state), **train_lib.weight_metrics(self._state, self.tasks)}
+    return {**self._evaluate(self._state),
+            **metrics_lib.weight_metrics(self._state.task_weights, self.tasks)}
 
   def _evaluate(self, state: train_lib.TrainState) -> dict[str, float]:
     val = self._inputs.val
@@ -653,7 +724,7 @@ class MultiTaskTrainer:
     return metrics
 
   def _outputs(self, state: train_lib.TrainState, paths: Sequence[str], decode) -> dict:
-    """{task: probabilities f32[N, C] | values f32[N], "representation": f32[N, D]}."""
+    """{task: the model's output f32[N, ...], "representation": f32[N, D]}."""
     batches = data_lib.eval_image_batches(paths, {}, self.config.eval_batch_size, decode,
                                           mesh=self._mesh,
                                           num_workers=self.config.images.num_workers)
@@ -692,13 +763,8 @@ class MultiTaskTrainer:
       return frame
     outputs = self._outputs(self._state, paths, self._decode)
     for task in self.tasks:
-      values = outputs[task.name]
-      if not task.is_classification:
-        frame[task.name] = values
-        continue
-      frame[task.name] = [task.classes[i] for i in values.argmax(-1)]
-      for j, name in enumerate(task.classes):
-        frame[f"{task.name}/{name}"] = values[:, j]
+      for column, values in task.predictions(outputs[task.name]).items():
+        frame[column] = list(values) if np.ndim(values) > 1 else values
     return frame
 
   def save(self) -> None:
@@ -713,21 +779,26 @@ class MultiTaskTrainer:
       checkpoints.close()
 
 
-def _make_predict_fn(setup: train_lib.Setup, mesh):
-  """jit(variables, inputs) -> {task: probabilities | values, "representation": pooled}."""
-  pooling = setup.model.global_pooling
+def _make_predict_fn(setup: build_lib.Setup, mesh):
+  """jit(variables, inputs) -> {task: output, "representation": f32[B, D]}."""
 
   def run(variables, inputs):
-    outputs, rep = setup.model.apply(variables, inputs, train=False)
-    out = {"representation": global_pool(rep, pooling).reshape(len(inputs), -1)}
-    for task in setup.tasks:
-      y = outputs[task.name]
-      out[task.name] = jax.nn.softmax(y, -1) if task.is_classification else y[:, 0]
+    out = {"representation": models_base.features(setup.model, variables, inputs)}
+    out.update(setup.model.apply(variables, inputs, train=False))
     return out
 
   replicated = sharding_lib.replicated(mesh)
   return jax.jit(run, in_shardings=(replicated, sharding_lib.batch_sharding(mesh)),
                  out_shardings=replicated)
+
+
+def _load_user_modules(logdir: str) -> dict:
+  """The heads= or model= a run was given ({} if none), as `_write_run` pickled them."""
+  path = os.path.join(logdir, _USER_MODULES_FILE)
+  if not os.path.isfile(path):
+    return {}
+  with open(path, "rb") as f:
+    return pickle.load(f)
 
 
 def _mesh(mesh, strategy):

@@ -2,10 +2,11 @@
 
 from mtl_jax.data.arrays import Dataset, Split, from_arrays, split_arrays
 from mtl_jax.data.digits import load_digits
-from mtl_jax.data.files import eval_image_batches, image_batches, local_rows
+from mtl_jax.data.feeds import ArrayData, StreamData, pad_split, split_batches
+from mtl_jax.data.files import eval_image_batches, image_batches
 from mtl_jax.data.frames import check_columns, encode_frame, infer_tasks
 from mtl_jax.data.images import cached, decode_image, find_bad_files, image_decoder
-from mtl_jax.data.pipeline import host_batches, process_rows
+from mtl_jax.data.pipeline import host_batches
 from mtl_jax.data.sampling import Sampler, balanced_probabilities, labelled_masks
 from mtl_jax.data.shapes import make_shapes
 from mtl_jax.data.synthetic import load_synthetic
@@ -19,7 +20,7 @@ BUILTIN = {
 
 def load(dataset_config) -> Dataset:
   """The built-in dataset named by `dataset_config.name`."""
-  from mtl_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+  from mtl_jax.errors import ConfigError  # pylint: disable=import-outside-toplevel
 
   if dataset_config.name not in BUILTIN:
     raise ConfigError(f"unknown config.dataset.name {dataset_config.name!r}; "
@@ -27,8 +28,8 @@ def load(dataset_config) -> Dataset:
   return BUILTIN[dataset_config.name](dataset_config)
 
 
-__all__ = ["BUILTIN", "Dataset", "Sampler", "Split", "balanced_probabilities", "cached",
+__all__ = ["ArrayData", "BUILTIN", "Dataset", "StreamData", "Sampler", "Split", "balanced_probabilities", "cached",
            "check_columns", "decode_image", "encode_frame", "eval_image_batches",
            "find_bad_files", "from_arrays", "host_batches", "image_batches", "image_decoder",
            "infer_tasks", "labelled_masks", "load", "load_digits", "load_synthetic",
-           "local_rows", "make_shapes", "process_rows", "split_arrays"]
+           "make_shapes", "pad_split", "split_arrays", "split_batches"]

@@ -29,8 +29,8 @@ from mtl_jax.data.sampling import Sampler
 Decode = Callable[[str], np.ndarray]
 
 
-def local_rows(batch_size: int, mesh: Mesh | None = None) -> np.ndarray:
-  """int[B_local]: the rows of a global batch this process loads (default mesh: all devices)."""
+def _local_rows(batch_size: int, mesh: Mesh | None) -> np.ndarray:
+  """int[B_local]: `mtl_jax.sharding.process_rows` as indices (default mesh: all devices)."""
   mesh = sharding_lib.make_mesh() if mesh is None else mesh
   return np.arange(batch_size)[sharding_lib.process_rows(mesh, batch_size)]
 
@@ -58,7 +58,7 @@ def image_batches(paths: Sequence[str], labels: Mapping[str, np.ndarray], sample
     {"inputs": f32[B_local, H, W, C], "labels": {task: [B_local]}} per step.
   """
   paths, labels = _checked(paths, labels)
-  rows = local_rows(sampler.batch_size, mesh)
+  rows = _local_rows(sampler.batch_size, mesh)
   steps = steps if isinstance(steps, Sequence) else list(steps)
   decode = cached(decode) if cache else decode
 
@@ -89,7 +89,7 @@ def eval_image_batches(paths: Sequence[str], labels: Mapping[str, np.ndarray], b
     {"inputs": f32[B_local, H, W, C], "labels": {task: [B_local]}} per batch.
   """
   paths, labels = _checked(paths, labels)
-  rows = local_rows(batch_size, mesh)
+  rows = _local_rows(batch_size, mesh)
   num_batches = -(-len(paths) // batch_size)
   decode = cached(decode) if cache else decode
   image_shape = decode(paths[0]).shape if len(paths) else ()  # for all-padding local rows

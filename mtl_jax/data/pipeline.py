@@ -4,7 +4,7 @@ The order of training examples is a pure function of (seed, step): `Sampler.indi
 global batch of any step without replaying the ones before it, so a resumed run draws exactly
 the batches the interrupted one would have, and no iterator state needs checkpointing (see
 `mtl_jax.data.sampling`). Each process then loads only its rows of every global batch
-(`process_rows`).
+(`mtl_jax.sharding.process_rows`).
 """
 
 from __future__ import annotations
@@ -13,20 +13,10 @@ from typing import Iterator, Sequence
 
 import grain
 from jax.sharding import Mesh
-import numpy as np
 
 from mtl_jax import sharding as sharding_lib
 from mtl_jax.data.arrays import Split
 from mtl_jax.data.sampling import Sampler  # re-exported: its home was this module
-
-
-def process_rows(global_batch_size: int, mesh: Mesh | None = None) -> slice | np.ndarray:
-  """The rows of a global batch that this process loads and feeds to its local devices.
-
-  `mesh` is the mesh the batch is split over (default: every device of every process).
-  """
-  mesh = sharding_lib.make_mesh() if mesh is None else mesh
-  return sharding_lib.process_rows(mesh, global_batch_size)
 
 
 def host_batches(split: Split, sampler: Sampler, chunks: Sequence[tuple[int, int]], *,
@@ -37,7 +27,8 @@ def host_batches(split: Split, sampler: Sampler, chunks: Sequence[tuple[int, int
   Every leaf has shape [length, local batch, ...]; one element feeds one `lax.scan` dispatch
   over `mesh` (default: every device of every process).
   """
-  rows = process_rows(sampler.batch_size, mesh)
+  mesh = sharding_lib.make_mesh() if mesh is None else mesh
+  rows = sharding_lib.process_rows(mesh, sampler.batch_size)
 
   def load(chunk):
     first, length = chunk

@@ -5,7 +5,7 @@
 
 A backbone is a flax module mapping images f32[B, H, W, C] to features (f32[B, h, w, c] or
 f32[B, d]) and its variables ({"params": ..., "batch_stats": ...}). Inside
-`HardParameterSharing` it sits under the name `BACKBONE`, so its variables are the subtree
+a model it sits under the name `BACKBONE`, so its variables are the subtree
 `BACKBONE` of each collection of the model's variables (`graft`, `split`, `extract`).
 
 A saved backbone is a directory:
@@ -34,10 +34,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mtl_jax.config import ConfigError
+from mtl_jax import atomic
+from mtl_jax.errors import ConfigError
 from mtl_jax.models.specs import SpecStack, parse_spec
 
-BACKBONE = "backbone"  # the backbone's name inside HardParameterSharing
+BACKBONE = "backbone"  # the backbone's name inside a model (frozen, saved, probed by it)
 _INFO_FILE = "backbone.json"
 _MODULE_FILE = "module.pkl"
 _VARIABLES_FILE = "variables.msgpack"
@@ -63,10 +64,10 @@ def save_backbone(path: str | os.PathLike, module: nn.Module, variables: Variabl
     module_bytes = pickle.dumps(module)
   os.makedirs(path, exist_ok=True)
   if info["format"] == "pickle":
-    _write_bytes(os.path.join(path, _MODULE_FILE), module_bytes)
-  _write_bytes(os.path.join(path, _VARIABLES_FILE),
+    atomic.write_bytes(os.path.join(path, _MODULE_FILE), module_bytes)
+  atomic.write_bytes(os.path.join(path, _VARIABLES_FILE),
                flax.serialization.msgpack_serialize(to_host(variables)))
-  _write_bytes(os.path.join(path, _INFO_FILE), json.dumps(info, indent=2).encode())
+  atomic.write_bytes(os.path.join(path, _INFO_FILE), json.dumps(info, indent=2).encode())
 
 
 def load_backbone(path: str | os.PathLike) -> tuple[nn.Module, dict]:
@@ -103,13 +104,6 @@ def load_module(path: str | os.PathLike) -> nn.Module:
 def save_module(path: str | os.PathLike, module: nn.Module) -> None:
   """Writes only the module of a backbone (its variables live elsewhere, e.g. a checkpoint)."""
   save_backbone(path, module, {})
-
-
-def _write_bytes(path: str, data: bytes) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,29 +1,46 @@
-"""Hard parameter sharing: backbone -> shared layers -> one head per task."""
+"""Hard parameter sharing (Caruana, 1997): backbone -> shared layers -> one head per task.
+
+The model every multi-task paper compares against, and the one a researcher builds first:
+
+    model = HardParameterSharing(tasks, backbone_spec=(256,), shared_layers=(128,),
+                                 task_layers=(64,))            # spec-built, or
+    model = HardParameterSharing(tasks, backbone=MyBackbone(), heads={"digit": nn.Dense(10),
+                                                                      "parity": nn.Dense(2)})
+
+The backbone and the shared layers are shared (`shared_modules`); everything under a head's
+name belongs to its task. The representation Z, read by every head, is the output of the
+shared layers.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from mtl_jax.models.backbones import BACKBONE, call_backbone
+from mtl_jax.models.base import ModelSpec, pooled
 from mtl_jax.models.specs import SpecStack, global_pool
 from mtl_jax.tasks import Task
 
-
-TRUNK = (BACKBONE, "shared")  # the top-level parameter names of the shared part
+SHARED = "shared"
 
 
 class HardParameterSharing(nn.Module):
-  """Returns ({task: logits f32[B, C] | values f32[B, 1]}, shared representation).
+  """({task: output}) from a shared trunk and one head per task.
 
-  `backbone` is a user's module or None for the spec-built `backbone_spec`; either sits under
-  the name `BACKBONE`. The shared representation is what every head reads (the output of
-  `shared_layers`). `freeze_backbone` runs the backbone in inference mode (`train=False`:
-  batch norm reads its running statistics, dropout is off) and stops the gradient at its
-  output, so no backward pass through it is computed.
+  Attributes:
+    tasks: the tasks, in order; each spec-built head ends in a Dense of `task.output_size`.
+    backbone_spec, shared_layers, task_layers: layer specs (`mtl_jax.models.specs`).
+    dropout_rate: the rate of every "d" layer.
+    global_pooling: how spec-built heads pool image features before their Dense output.
+    backbone: a user's module replacing `backbone_spec` (under the name `BACKBONE` either way).
+    freeze_backbone: run the backbone in inference mode (batch norm reads its running
+      statistics, dropout is off) and stop the gradient at its output.
+    heads: {task: a user's module} replacing the spec-built heads; each maps Z to the task's
+      output itself (no pooling or output layer is added).
   """
   tasks: Sequence[Task]
   backbone_spec: Sequence[Any] = ()
@@ -33,18 +50,42 @@ class HardParameterSharing(nn.Module):
   global_pooling: str = "max"
   backbone: nn.Module | None = None
   freeze_backbone: bool = False
+  heads: Mapping[str, nn.Module] | None = None
+
+  shared_modules = (BACKBONE, SHARED)
+
+  def owner(self, path: Sequence[str]) -> str | None:
+    """None for the backbone and shared layers; the task of `head_<t>`, `out_<t>`, `heads_<t>`."""
+    if path[0] in self.shared_modules:
+      return None
+    for task in self.tasks:
+      if path[0] in (f"head_{task.name}", f"out_{task.name}", f"heads_{task.name}"):
+        return task.name
+    raise ValueError(f"HardParameterSharing has no parameter {'/'.join(path)!r}")
+
+  def __call__(self, x: jnp.ndarray, *, train: bool = False) -> dict:
+    return self._forward(x, None, train, "all")
+
+  def encode(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
+    """Z: the shared layers' output, read by every head."""
+    return self._forward(x, None, train, "encode")
+
+  def decode(self, reps: Mapping[str, jnp.ndarray], *, train: bool = False) -> dict:
+    """{task: output}, head t on reps[t]."""
+    return self._forward(None, reps, train, "decode")
+
+  def features(self, x: jnp.ndarray) -> jnp.ndarray:
+    """Z pooled over space (`global_pooling`): what a linear probe reads."""
+    return pooled(self._forward(x, None, False, "encode"), self.global_pooling)
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray | None, *, train: bool = False,
-               rep: jnp.ndarray | None = None, heads: bool = True):
-    """`heads=False`: the trunk alone, returning the representation; `rep` given: the heads
-    alone, on that representation (`x` unused). Gradient methods differentiate the two parts
-    separately (mtl_jax.gradients)."""
-    if rep is None:
+  def _forward(self, x, reps, train: bool, part: str):
+    if part != "decode":
       rep = self._trunk(x, train)
-    if not heads:
-      return rep
-    return self._heads(rep, train), rep
+      if part == "encode":
+        return rep
+      reps = {task.name: rep for task in self.tasks}
+    return {task.name: self._head(task, reps[task.name], train) for task in self.tasks}
 
   def _trunk(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     backbone_train = train and not self.freeze_backbone
@@ -54,13 +95,24 @@ class HardParameterSharing(nn.Module):
       x = SpecStack(self.backbone_spec, self.dropout_rate, name=BACKBONE)(x, train=backbone_train)
     if self.freeze_backbone:
       x = jax.lax.stop_gradient(x)
-    return SpecStack(self.shared_layers, self.dropout_rate, name="shared")(x, train=train)
+    return SpecStack(self.shared_layers, self.dropout_rate, name=SHARED)(x, train=train)
 
-  def _heads(self, rep: jnp.ndarray, train: bool) -> dict:
-    outputs = {}
-    for task in self.tasks:
-      h = SpecStack(self.task_layers, self.dropout_rate, name=f"head_{task.name}")(
-          rep, train=train)
-      h = global_pool(h, self.global_pooling)
-      outputs[task.name] = nn.Dense(task.output_size, name=f"out_{task.name}")(h)
-    return outputs
+  def _head(self, task: Task, rep: jnp.ndarray, train: bool) -> jnp.ndarray:
+    if self.heads is not None:
+      return call_backbone(self.heads[task.name], rep, train)
+    h = SpecStack(self.task_layers, self.dropout_rate, name=f"head_{task.name}")(rep, train=train)
+    h = global_pool(h, self.global_pooling)
+    return nn.Dense(task.output_size, name=f"out_{task.name}")(h)
+
+
+def make(tasks: Sequence[Task], spec: ModelSpec) -> HardParameterSharing:
+  """The registry's factory (`config.model.name = "hps"`)."""
+  heads = spec.heads
+  if heads is not None:
+    names = [t.name for t in tasks]
+    if sorted(heads) != sorted(names):
+      raise ValueError(f"heads are given for {sorted(heads)}, but the tasks are {names}")
+    heads = {t: heads[t] for t in names}
+  return HardParameterSharing(tuple(tasks), tuple(spec.backbone_spec), tuple(spec.shared_layers),
+                              tuple(spec.task_layers), spec.dropout_rate, spec.global_pooling,
+                              spec.backbone, spec.freeze_backbone, heads)
