@@ -1,8 +1,11 @@
-"""Masked per-task losses and per-task evaluation metrics.
+"""Masked per-task losses, KPIs and evaluation metrics, element by element.
 
-Following flax's ogbg_molpcba example: a missing label is replaced by a safe value before the
-loss so no NaN reaches the gradient, then masked out; each task's mean divides by
-max(count, 1), so a task without labels in the batch has loss 0 and zero gradient.
+A task's labels are [B, *label_shape]; each element is present or missing on its own (see
+`mtl_jax.tasks`). Following flax's ogbg_molpcba example, a missing label is replaced by a safe
+value (0) before the loss so no NaN reaches the gradient, the per-element loss is masked after,
+and the task's loss is the sum over its labelled elements divided by max(count, 1): the mean
+over the labelled elements of the (global) batch, and 0 with zero gradient for a task that has
+none.
 """
 
 from __future__ import annotations
@@ -12,80 +15,84 @@ from typing import Mapping, Sequence
 from clu import metrics as clu_metrics
 import jax
 import jax.numpy as jnp
-import optax
 
 from mtl_jax.tasks import Task
+from mtl_jax.tasks.clu_metrics import masked_average
 
 
 def label_mask(task: Task, labels: jnp.ndarray) -> jnp.ndarray:
-  """bool[B]: True where the example has a label for `task`."""
-  return labels >= 0 if task.is_classification else ~jnp.isnan(labels)
+  """bool[B, *label_shape]: True where the element has a label for `task`."""
+  return task.kind_spec.mask(labels)
 
 
-def per_example_loss(task: Task, output: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
-  """f32[B] loss of each example, finite everywhere (missing labels replaced by 0).
-
-  Classification: softmax cross-entropy of the logits. Regression: squared error of the one
-  output value.
-  """
+def _prepared(task: Task, output: jnp.ndarray, labels: jnp.ndarray):
+  """(outputs [B, *label_shape(, C)] f32, safe labels, mask) of one task."""
+  if labels.shape[1:] != task.label_shape:
+    raise ValueError(f"task {task.name!r}: labels of shape {labels.shape} do not have the "
+                     f"task's label_shape {task.label_shape} per example")
   mask = label_mask(task, labels)
   safe = jnp.where(mask, labels, 0)
-  if task.is_classification:
-    return optax.softmax_cross_entropy_with_integer_labels(output.astype(jnp.float32), safe)
-  return jnp.square(output[..., 0].astype(jnp.float32) - safe)
+  return task.kind_spec.prepare(task, output), safe, mask
+
+
+def element_losses(task: Task, output: jnp.ndarray,
+                   labels: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """(f32[B, *label_shape] losses, 0 where missing; bool mask of the labelled elements)."""
+  output, safe, mask = _prepared(task, output, labels)
+  return _masked_loss(task, output, safe, mask), mask
+
+
+def _masked_loss(task: Task, output, safe, mask) -> jnp.ndarray:
+  values = jnp.asarray(task.loss_fn(output, safe, mask), jnp.float32)
+  try:
+    values = jnp.broadcast_to(values, mask.shape)
+  except ValueError:
+    raise ValueError(f"task {task.name!r}: its loss gave shape {values.shape}; per-element "
+                     f"losses of shape {mask.shape} expected") from None
+  return jnp.where(mask, values, 0.0)
 
 
 def task_losses(tasks: Sequence[Task], outputs: Mapping[str, jnp.ndarray],
                 labels: Mapping[str, jnp.ndarray]) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """(losses f32[T], counts i32[T]): each task's mean loss over its labelled examples."""
+  """(losses f32[T], counts i32[T]): each task's mean loss over its labelled elements.
+
+  `counts` are the labelled elements (not examples) of each task in the batch.
+  """
   losses, counts = [], []
   for task in tasks:
-    mask = label_mask(task, labels[task.name])
+    values, mask = element_losses(task, outputs[task.name], labels[task.name])
     count = mask.sum().astype(jnp.int32)
-    total = jnp.where(mask, per_example_loss(task, outputs[task.name], labels[task.name]),
-                      0.0).sum()
-    losses.append(total / jnp.maximum(count, 1))
+    losses.append(values.sum() / jnp.maximum(count, 1))
     counts.append(count)
   return jnp.stack(losses), jnp.stack(counts)
 
 
-def _average(values: jnp.ndarray, mask: jnp.ndarray) -> clu_metrics.Average:
-  return clu_metrics.Average.from_model_output(values.astype(jnp.float32), mask=mask)
-
-
 def task_metrics(tasks: Sequence[Task], outputs: Mapping[str, jnp.ndarray],
                  labels: Mapping[str, jnp.ndarray]) -> dict[str, dict[str, clu_metrics.Metric]]:
-  """{task: {metric: clu Average}} over the labelled examples of the batch.
+  """{task: {metric: clu metric}} over the labelled elements of the batch; merge to add batches.
 
-  Classification: `loss`, `accuracy`; regression: `loss` (the squared error, from which
-  `mtl_jax.metrics.compute` also reports `rmse`) and `mae`.
+  Every task reports "loss" (its own, callable or not); classification "accuracy"; binary
+  "accuracy" and "auc" (`BinnedAUC`); regression "mae" and "rmse".
   """
   out = {}
   for task in tasks:
-    y, pred = labels[task.name], outputs[task.name]
-    mask = label_mask(task, y)
-    loss = per_example_loss(task, pred, y)
-    if task.is_classification:
-      correct = pred.argmax(-1) == y
-      out[task.name] = {"loss": _average(loss, mask), "accuracy": _average(correct, mask)}
-    else:
-      out[task.name] = {"loss": _average(loss, mask), "mae": _average(jnp.sqrt(loss), mask)}
+    output, safe, mask = _prepared(task, outputs[task.name], labels[task.name])
+    out[task.name] = {"loss": masked_average(_masked_loss(task, output, safe, mask), mask),
+                      **task.kind_spec.metrics(task, output, safe, mask)}
   return out
 
 
 def task_kpis(tasks: Sequence[Task], outputs: Mapping[str, jnp.ndarray],
               labels: Mapping[str, jnp.ndarray]) -> jnp.ndarray:
-  """f32[T] batch KPI per task over its labelled examples (0 if none), never differentiated.
+  """f32[T] batch KPI per task over its labelled elements (0 if none), never differentiated.
 
-  Classification: accuracy in [0, 1]; regression: mean absolute error.
+  The kind's `kpi_name`: accuracy in [0, 1] for classification and binary, mean absolute error
+  for regression.
   """
   kpis = []
   for task in tasks:
-    y, pred = labels[task.name], jax.lax.stop_gradient(outputs[task.name])
-    mask = label_mask(task, y)
-    if task.is_classification:
-      value = (pred.argmax(-1) == y).astype(jnp.float32)
-    else:
-      value = jnp.abs(pred[..., 0].astype(jnp.float32) - jnp.where(mask, y, 0))
-    kpis.append(jnp.where(mask, value, 0.0).sum() / jnp.maximum(mask.sum(), 1))
+    output, safe, mask = _prepared(task, jax.lax.stop_gradient(outputs[task.name]),
+                                   labels[task.name])
+    values = jnp.where(mask, task.kind_spec.kpi(task, output, safe), 0.0)
+    kpis.append(values.sum() / jnp.maximum(mask.sum(), 1))
   return jnp.stack(kpis)

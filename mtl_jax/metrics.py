@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Mapping
 
@@ -22,22 +21,27 @@ def merge(a, b):
   return jax.tree.map(lambda x, y: x.merge(y), a, b, is_leaf=_is_metric)
 
 
-def compute(per_task: Mapping[str, Mapping[str, clu_metrics.Average]],
+def compute(per_task: Mapping[str, Mapping[str, clu_metrics.Metric]],
             prefix: str) -> dict[str, float]:
-  """{"<prefix>/<task>/<metric>": value}; a task without labels in the split is left out.
+  """{"<prefix>/<task>/<metric>": value} of merged clu metrics (see `losses.task_metrics`).
 
-  A regression task's `loss` is its mean squared error, so `rmse` is its square root.
+  A metric the split gave nothing to measure is left out: an Average with count 0 (a task
+  without labels in the split), or one whose `is_empty()` says so (an AUC without both
+  classes).
   """
   out = {}
   for task, named in per_task.items():
     for name, metric in named.items():
-      total, count = float(metric.total), int(metric.count)
-      if count == 0:
+      if _is_empty(metric):
         continue
-      out[f"{prefix}/{task}/{name}"] = total / count
-    if f"{prefix}/{task}/mae" in out:
-      out[f"{prefix}/{task}/rmse"] = math.sqrt(out[f"{prefix}/{task}/loss"])
+      out[f"{prefix}/{task}/{name}"] = float(metric.compute())
   return out
+
+
+def _is_empty(metric: clu_metrics.Metric) -> bool:
+  if hasattr(metric, "is_empty"):
+    return bool(metric.is_empty())
+  return hasattr(metric, "count") and int(metric.count) == 0
 
 
 def to_scalars(values: Mapping[str, Any]) -> dict[str, float]:

@@ -1,25 +1,22 @@
 """Labels from pandas DataFrames: one column of file paths and one column per task.
 
 A cell that is None, NaN or an empty string is a missing label. Class sets come from the train
-and val frames together, so both splits encode a class to the same index. A numeric column is a
-classification task unless `task_types` declares it "regression"; its class names keep their
-type (a column of whole numbers that pandas read as floats because of empty cells gives int
-class names, not floats).
+and val frames together, so both splits encode a class to the same index. A column is a
+classification task unless `task_types` declares another kind ("binary", "regression", ...);
+its class names keep their type (a column of whole numbers that pandas read as floats because
+of empty cells gives int class names, not floats).
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from mtl_jax import tasks as tasks_lib
 from mtl_jax.config import ConfigError
-
-_KINDS = (tasks_lib.CLASSIFICATION, tasks_lib.REGRESSION)
-
 
 def check_columns(frame: pd.DataFrame, tasks: Sequence[str], filepaths: str, split: str) -> None:
   """Raises ConfigError, listing the frame's columns, if a task or the path column is missing.
@@ -62,54 +59,67 @@ def raw_labels(column: pd.Series | Sequence[Any]) -> np.ndarray:
 
 
 def infer_tasks(train: pd.DataFrame, val: pd.DataFrame | None, task_names: Sequence[str],
-                task_types: Mapping[str, str] | None = None) -> tuple[tasks_lib.Task, ...]:
+                task_types: str | Mapping[str, str] | None = None,
+                task_losses: Mapping[str, str | Callable] | None = None
+                ) -> tuple[tasks_lib.Task, ...]:
   """The Tasks of `task_names`, classes from the train and val labels together.
 
   Args:
     train: the train labels, one column per task.
     val: the val labels (same columns), or None.
     task_names: which columns are tasks, in the order of the model's heads.
-    task_types: {task: "regression" | "classification"}; undeclared tasks are classification.
+    task_types: {task: kind} ("classification", "binary", "regression", ...; see
+      `mtl_jax.tasks.KINDS`), undeclared tasks being classification; or one kind for all.
+    task_losses: {task: loss name of its kind (e.g. "huber") or callable
+      `loss(outputs, labels, mask)`}; others use their kind's default loss.
 
   Returns:
     One `Task` per name, classification classes sorted.
 
   Raises:
-    ConfigError: a task column is missing, a task has no labels in train, a task_types entry
-      is unknown, a regression task has non-numeric labels, or a classification task has
-      fewer than two classes.
+    ConfigError: a task column is missing, a task has no labels in train, a task_types or
+      task_losses entry is unknown, a binary task has more than two values, a regression task
+      has non-numeric labels, or a classification task has fewer than two classes.
 
   Warns:
     UserWarning naming the task and the classes seen in only one of the two splits.
   """
+  if isinstance(task_types, str):
+    task_types = {name: task_types for name in task_names}
   task_types = dict(task_types or {})
-  _check_task_types(task_types, task_names)
+  task_losses = dict(task_losses or {})
+  _check_task_types(task_types, task_losses, task_names)
   _check_task_columns(train, task_names, "train")
   if val is not None:
     _check_task_columns(val, task_names, "val")
   splits = {"train": train} if val is None else {"train": train, "val": val}
   return tuple(_infer_task(name, {s: raw_labels(f[name]) for s, f in splits.items()},
-                           task_types.get(name, tasks_lib.CLASSIFICATION))
+                           task_types.get(name, tasks_lib.CLASSIFICATION),
+                           task_losses.get(name))
                for name in task_names)
 
 
-def _check_task_types(task_types: Mapping[str, str], task_names: Sequence[str]) -> None:
-  unknown = sorted(set(task_types) - set(task_names))
-  if unknown:
-    raise ConfigError(f"task_types names {unknown}, which are not among the tasks "
-                      f"{list(task_names)}")
+def _check_task_types(task_types: Mapping[str, str], task_losses: Mapping[str, Any],
+                      task_names: Sequence[str]) -> None:
+  for field, given in (("task_types", task_types), ("task_losses", task_losses)):
+    unknown = sorted(set(given) - set(task_names))
+    if unknown:
+      raise ConfigError(f"{field} names {unknown}, which are not among the tasks "
+                        f"{list(task_names)}")
   for name, kind in task_types.items():
-    if kind not in _KINDS:
-      raise ConfigError(f"task_types[{name!r}] must be one of {list(_KINDS)}, got {kind!r}")
+    if kind not in tasks_lib.KINDS:
+      raise ConfigError(f"task_types[{name!r}] must be one of {sorted(tasks_lib.KINDS)}, "
+                        f"got {kind!r}")
 
 
-def _infer_task(name: str, labels: Mapping[str, np.ndarray], kind: str) -> tasks_lib.Task:
+def _infer_task(name: str, labels: Mapping[str, np.ndarray], kind: str,
+                loss: str | Callable | None) -> tasks_lib.Task:
   if tasks_lib.missing_mask(labels["train"]).all():
     raise ConfigError(f"task {name!r} has no labels in the train labels")
   try:
-    task = tasks_lib.infer_task(name, *labels.values(), kind=kind)
+    task = tasks_lib.infer_task(name, *labels.values(), kind=kind, loss=loss)
     for values in labels.values():
-      tasks_lib.encode(task, values)  # a regression task with text labels fails here
+      tasks_lib.encode(task, values)  # a label outside the inferred classes fails here
   except ValueError as e:
     raise ConfigError(str(e)) from None
   if task.is_classification and len(labels) > 1:
@@ -130,6 +140,7 @@ def _warn_one_split_classes(name: str, labels: Mapping[str, np.ndarray]) -> None
 
 
 def encode_frame(frame: pd.DataFrame, tasks: Sequence[tasks_lib.Task]) -> dict[str, np.ndarray]:
-  """{task: int32[N] class indices, -1 missing | float32[N] targets, NaN missing}."""
+  """{task: int32[N] class indices (classification, binary), -1 missing | float32[N] targets,
+  NaN missing}."""
   _check_task_columns(frame, [t.name for t in tasks], "given")
   return {t.name: tasks_lib.encode(t, raw_labels(frame[t.name])) for t in tasks}

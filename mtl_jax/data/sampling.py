@@ -25,8 +25,9 @@ from mtl_jax import tasks as tasks_lib
 
 def labelled_masks(tasks: Sequence[tasks_lib.Task],
                    labels: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """{task: bool[N]}: where each task's encoded label is present."""
-  return {t.name: ~tasks_lib.is_missing(t, np.asarray(labels[t.name])) for t in tasks}
+  """{task: bool[N]}: whether each example is labelled for the task, i.e. has at least one
+  present label element (labels [N, *label_shape], as `mtl_jax.tasks.encode` gives them)."""
+  return {t.name: tasks_lib.labelled_examples(t, np.asarray(labels[t.name])) for t in tasks}
 
 
 def balanced_probabilities(labelled: Mapping[str, np.ndarray]) -> np.ndarray:
