@@ -58,13 +58,15 @@ def _stack(trees: Sequence[Any]) -> Any:
 
 
 def task_gradients(encode_fn: Callable, decode_fn: Callable, shared_params: Any,
-                   task_params: Any, task_names: Sequence[str], *, grad_wrt: str,
-                   unroll: bool = False, gram_only: bool = False) -> TaskGradients:
+                   task_params: Any, owner_index: Any, task_names: Sequence[str], *,
+                   grad_wrt: str, unroll: bool = False, gram_only: bool = False) -> TaskGradients:
   """Per-task gradients of a split model (see the module docstring).
 
-  encode_fn(shared_params) -> (Z or {task: Z_t}, encoder aux); decode_fn(task_params,
-  {task: Z_t}, encoder aux) -> (losses f32[T] in `task_names` order, aux), where head t reads
-  only the t-th entry.
+  encode_fn(shared_params, task_params) -> (Z or {task: Z_t}, encoder aux); decode_fn(
+  task_params, {task: Z_t}, encoder aux) -> (losses f32[T] in `task_names` order, aux), where
+  head t reads only the t-th entry. Task parameters the encoder reads (MMoE's task gates) may
+  shape only their own task's Z_t. `owner_index`: a pytree like `task_params` whose leaves are
+  the index of the owning task.
   `unroll`: a Python loop over the T encoder VJPs instead of `vmap`. On XLA:CPU (jax 0.10) the
   loop is the faster for convolutional trunks (vmap turns their weight gradients into slow
   grouped convolutions) and for dense ones (vmap fuses the T weight gradients into one dot
@@ -73,33 +75,45 @@ def task_gradients(encode_fn: Callable, decode_fn: Callable, shared_params: Any,
   `gram_only`: the caller reads only the Gram matrix of the params-mode gradients; for
   all-Dense encoders it then comes from `dense_gram` and `task_grads` are the D_t at Z.
   """
-  tapped = dense_taps(encode_fn, shared_params) if gram_only and grad_wrt == "params" else None
+  tapped = None
+  if gram_only and grad_wrt == "params":
+    tapped = dense_taps(lambda sp: encode_fn(sp, task_params), shared_params)
   if tapped is not None:
-    taps, biases = tapped
     rep, tapped_vjp, (encoder_aux, inputs) = jax.vjp(
-        lambda p, e: tapped_call(encode_fn, p, e), shared_params, taps, has_aux=True)
+        lambda sp, e, tp: tapped_call(lambda p: encode_fn(p, tp), sp, e, tapped),
+        shared_params, tapped.zeros, task_params, has_aux=True)
+    encoder_vjp = lambda d: (lambda g: (g[0], g[2]))(tapped_vjp(d))
   else:
-    rep, encoder_vjp, encoder_aux = jax.vjp(encode_fn, shared_params, has_aux=True)
+    rep, encoder_vjp, encoder_aux = jax.vjp(encode_fn, shared_params, task_params, has_aux=True)
   per_task = isinstance(rep, dict)
   reps = {t: rep[t] for t in task_names} if per_task else {t: rep for t in task_names}
   losses, heads_vjp, aux = jax.vjp(lambda hp, zs: decode_fn(hp, zs, encoder_aux),
                                    task_params, reps, has_aux=True)
   head_grads, rep_cotangents = heads_vjp(jnp.ones_like(losses))
   rep_grads = _rep_jacobian(rep_cotangents, task_names, per_task)
+  # Task parameters inside the encoder shape only their own Z_t: the summed cotangent gives
+  # each its own task's gradient (zeros, pruned by XLA, when the encoder reads none).
+  in_encoder = lambda: encoder_vjp(jax.tree.map(lambda d: d.sum(0), rep_grads))[1]
 
   if grad_wrt == "rep":
-    return TaskGradients(losses, aux, head_grads, rep_grads,
+    return TaskGradients(losses, aux, _add(head_grads, in_encoder()), rep_grads,
                          lambda d_rep: encoder_vjp(d_rep)[0])
   if tapped is not None:  # the D_t at every Dense output: activations' backward passes only
     outputs = jax.vmap(lambda d: tapped_vjp(d)[1])(rep_grads)
-    return TaskGradients(losses, aux, head_grads, rep_grads,
-                         lambda d_rep: tapped_vjp(d_rep)[0], dense_gram(inputs, outputs, biases))
+    gram = dense_gram(inputs, outputs, tapped.biases)
+    return TaskGradients(losses, aux, _add(head_grads, in_encoder()), rep_grads,
+                         lambda d_rep: encoder_vjp(d_rep)[0], gram)
   if unroll:
-    jacobian = _stack([encoder_vjp(jax.tree.map(lambda d: d[t], rep_grads))[0]
-                       for t in range(len(task_names))])
+    jacobian, rows = _stack([encoder_vjp(jax.tree.map(lambda d: d[t], rep_grads))
+                             for t in range(len(task_names))])
   else:
-    jacobian = jax.vmap(lambda d: encoder_vjp(d)[0])(rep_grads)
-  return TaskGradients(losses, aux, head_grads, jacobian, lambda shared: shared)
+    jacobian, rows = jax.vmap(encoder_vjp)(rep_grads)
+  own = jax.tree.map(lambda g, t: g[t], rows, owner_index)
+  return TaskGradients(losses, aux, _add(head_grads, own), jacobian, lambda shared: shared)
+
+
+def _add(a: Any, b: Any) -> Any:
+  return jax.tree.map(jnp.add, a, b)
 
 
 def _rep_jacobian(cotangents: dict, task_names: Sequence[str], per_task: bool) -> Any:
@@ -170,42 +184,59 @@ def _dense_calls(interceptor: Callable):
   return intercept
 
 
-def dense_taps(trunk_fn: Callable, trunk_params: Any) -> tuple[list, list] | None:
-  """(zero perturbations, one per Dense output of the trunk; whether each layer has a bias)
-  if the trunk's trainable parameters are exactly the kernels and biases of Dense layers
-  called once each on [B, D] inputs, else None (J is needed). Traces the trunk abstractly."""
-  ok, shapes = [True], []
+class DenseTaps(NamedTuple):
+  """Where the encoder's shared Dense layers are tapped: a zero perturbation per tapped output,
+  whether each tapped layer has a bias, and which Dense calls (in call order) are tapped."""
+  zeros: list
+  biases: list
+  tapped: tuple[bool, ...]
+
+
+def dense_taps(trunk_fn: Callable, trunk_params: Any) -> DenseTaps | None:
+  """The taps if the trunk's parameters `trunk_params` are exactly the kernels and biases of
+  Dense layers called once each on [B, D] inputs, else None (J is needed). Dense layers with
+  other parameters (a task's gate) are not tapped. Traces the trunk abstractly."""
+  ok, calls = [True], []
 
   def interceptor(next_fun, args, kwargs, context):
     y = next_fun(*args, **kwargs)
-    ok[0] &= args[0].ndim == 2
     params = context.module.variables.get("params", {})
-    shapes.append(((y.shape, y.dtype), [id(v) for v in jax.tree.leaves(params)],
-                   "bias" in params))
+    calls.append((args[0].ndim, (y.shape, y.dtype), [id(v) for v in jax.tree.leaves(params)],
+                  "bias" in params))
     return y
 
   def run(params):
     leaves = {id(v) for v in jax.tree.leaves(params)}
     with nn.intercept_methods(_dense_calls(interceptor)):
       trunk_fn(params)
-    seen = [i for _, ids, _ in shapes for i in ids]
+    tapped = [bool(ids) and set(ids) <= leaves for _, _, ids, _ in calls]
+    seen = [i for (_, _, ids, _), tap in zip(calls, tapped) if tap for i in ids]
     ok[0] &= len(seen) == len(set(seen)) and set(seen) == leaves and bool(leaves)
+    ok[0] &= all(ndim == 2 for (ndim, _, _, _), tap in zip(calls, tapped) if tap)
+    ok[0] &= not any(set(ids) & leaves for (_, _, ids, _), tap in zip(calls, tapped) if not tap)
+    calls[:] = [(c, tap) for c, tap in zip(calls, tapped)]
 
   jax.eval_shape(run, trunk_params)
   if not ok[0]:
     return None
-  return ([jnp.zeros(shape, dtype) for (shape, dtype), _, _ in shapes],
-          [bias for _, _, bias in shapes])
+  return DenseTaps([jnp.zeros(*out) for (_, out, _, _), tap in calls if tap],
+                   [bias for (_, _, _, bias), tap in calls if tap],
+                   tuple(tap for _, tap in calls))
 
 
-def tapped_call(trunk_fn: Callable, trunk_params: dict, taps: list):
-  """(Z, (trunk aux, [each Dense layer's input x])) with taps[l] added to Dense output l."""
-  inputs = []
+def tapped_call(trunk_fn: Callable, trunk_params: Any, taps: list, where: DenseTaps):
+  """(Z, (trunk aux, [each tapped Dense layer's input x])), taps[l] added to tapped output l."""
+  inputs, calls = [], [0]
 
   def interceptor(next_fun, args, kwargs, context):
     del context
+    y = next_fun(*args, **kwargs)
+    call = calls[0]
+    calls[0] += 1
+    if not where.tapped[call]:
+      return y
     inputs.append(args[0])
-    return next_fun(*args, **kwargs) + taps[len(inputs) - 1]
+    return y + taps[len(inputs) - 1]
 
   with nn.intercept_methods(_dense_calls(interceptor)):
     rep, trunk_aux = trunk_fn(trunk_params)

@@ -145,6 +145,8 @@ def _task_gradients(setup: Setup, state: TrainState, inputs, labels,
     return _apply(setup, params, model_state, state.frozen, inputs, train=True,
                   rng=dropout_key, method=method)
 
+  owner_index = flax.traverse_util.unflatten_dict(
+      {p: names.index(owners[p]) for p in flax.traverse_util.flatten_dict(task_params)})
   if not models.base.has_split(setup.model):
     def loss_fn(shared, task_params):
       outputs, model_state = run(models.base.merge_params(shared, task_params), inputs,
@@ -152,12 +154,10 @@ def _task_gradients(setup: Setup, state: TrainState, inputs, labels,
       losses, (counts, kpis) = _loss_terms(setup, outputs, labels)
       return losses, (counts, kpis, model_state)
 
-    owner_index = flax.traverse_util.unflatten_dict(
-        {p: names.index(owners[p]) for p in flax.traverse_util.flatten_dict(task_params)})
     return gradients.generic_task_gradients(loss_fn, shared, task_params, owner_index,
                                             len(names), unroll=True)
 
-  def encode_fn(shared):
+  def encode_fn(shared, task_params):
     return run(models.base.merge_params(shared, task_params), inputs, state.model_state,
                "encode")
 
@@ -167,7 +167,7 @@ def _task_gradients(setup: Setup, state: TrainState, inputs, labels,
     losses, (counts, kpis) = _loss_terms(setup, outputs, labels)
     return losses, (counts, kpis, model_state)
 
-  return gradients.task_gradients(encode_fn, decode_fn, shared, task_params, names,
+  return gradients.task_gradients(encode_fn, decode_fn, shared, task_params, owner_index, names,
                                   grad_wrt=setup.grad_wrt, unroll=True,
                                   gram_only=setup.weighting.needs != "grads")
 

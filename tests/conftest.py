@@ -26,3 +26,11 @@ def tiny_config():
   config.steps_per_dispatch = 25
   config.log_every = config.eval_every = config.checkpoint_every = 100
   return config
+
+
+@pytest.fixture
+def one_device():
+  """A mesh over one device: unit tests that do not test sharding run unsplit (faster)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from mtl_jax import sharding  # pylint: disable=import-outside-toplevel
+  return sharding.make_mesh(jax.devices()[:1])
