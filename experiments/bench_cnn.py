@@ -12,8 +12,9 @@ random labels, four batches made once and cycled. Loops:
 * `cnn/jax`: mtl_jax's training path as `MultiTaskTrainer` runs it: the spec-built
   `HardParameterSharing` model (`train.build_setup`), `train.create_train_state`, and
   `train.make_step_fn`, one jitted step per dispatch as `train.StreamData` calls it, on
-  batches already on the device. The process imports `mtl_jax` as users do, so the library's CPU
-  tuning (`mtl_jax.cpu_tuning`) is on unless `MTL_JAX_CPU_TUNING=0` is in the environment.
+  batches already on the device. The worker calls `mtl_jax.cpu_tuning.apply()` before JAX
+  starts, as `python -m mtl_jax.main` does, so the CPU tuning is on unless
+  `MTL_JAX_CPU_TUNING=0` is in the environment.
 * `cnn/torch`: the same model in PyTorch, channels_last, a plain training loop, default threads.
 * `cnn/torch_tuned`: the same loop in a process whose glibc allocator is set as
   `mtl_jax.cpu_tuning.tune_malloc` sets it (`M_MMAP_MAX` 0, `M_TRIM_THRESHOLD` 1 GiB,
@@ -251,6 +252,9 @@ def worker_main(argv) -> None:
                            "M_TRIM_THRESHOLD")
   parser.add_argument("--pool", default="library", choices=("library", "flax"))
   args = parser.parse_args(argv)
+  if args.kind == "jax":  # as an entry point does, before JAX starts its backend
+    from mtl_jax import cpu_tuning  # pylint: disable=import-outside-toplevel
+    cpu_tuning.apply()  # a no-op under MTL_JAX_CPU_TUNING=0 (the ablations)
   if args.malloc and not tune_malloc(args.malloc):
     raise SystemExit("the allocator settings need glibc")
   run = torch_loop() if args.kind == "torch" else jax_loop(args.pool)
@@ -261,8 +265,8 @@ def worker_main(argv) -> None:
 
 
 def fresh_environ() -> dict[str, str]:
-  """This environment without the XLA flag `import mtl_jax` may have added to it here, so
-  each worker starts as a fresh process would (its own import decides)."""
+  """This environment without the XLA flag `cpu_tuning.apply` may have added to it here
+  (`bench_step.py` applies it in its own process), so each worker's own `apply` decides."""
   environ = dict(os.environ)
   flags = environ.get("XLA_FLAGS", "").replace(library_cpu_tuning().YNN_SETTING, "").strip()
   environ.pop("XLA_FLAGS", None)

@@ -22,8 +22,9 @@ images per second:
 
 `input/S/step_ratio` is input over step: above 1 the pipeline alone outruns the step. Each
 figure is the median over `--rounds` rounds (the three timed one after the other per round,
-after one untimed warm-up batch each); per-round figures go to stderr. The library's CPU
-tuning (`mtl_jax.cpu_tuning`) is on as users get it unless `MTL_JAX_CPU_TUNING=0`.
+after one untimed warm-up batch each); per-round figures go to stderr. The script calls
+`mtl_jax.cpu_tuning.apply()` first, as `python -m mtl_jax.main` does, so the CPU tuning is on
+unless `MTL_JAX_CPU_TUNING=0`.
 """
 
 from __future__ import annotations
@@ -186,4 +187,6 @@ def main(argv=None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
+  from mtl_jax import cpu_tuning  # pylint: disable=g-import-not-at-top
+  cpu_tuning.apply()  # the script owns its process: before JAX starts its backend
   main()

@@ -24,7 +24,10 @@ timed steps after a warm-up (JAX: rounded up to whole log windows); the figures 
 over `--rounds` rounds, in training examples per second. `mlp/ratio` is the JAX median over
 the loader median, `mlp/ratio_tuned` the JAX median over the tuned median: above 1 the JAX
 loop is faster. Every loop uses its framework's default threads on one device, so the figures
-compare whole training loops on the same hardware, not kernels.
+compare whole training loops on the same hardware, not kernels. The script calls
+`mtl_jax.cpu_tuning.apply()` first, as `python -m mtl_jax.main` does (`MTL_JAX_CPU_TUNING=0`
+turns it off); its allocator settings are process-wide, so the PyTorch MLP loops, which run in
+the same process, get them too.
 
 Reading the figures: the per-round figures and the load average at the start and the end go
 to stderr. Run it on an otherwise idle machine. On shared cores PyTorch suffers far more than
@@ -284,4 +287,9 @@ def main(argv=None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
+  # The script owns its process: quiet TensorFlow (imported by train_and_evaluate's metric
+  # writer) and tune the CPU before JAX starts its backend.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from mtl_jax import cpu_tuning  # pylint: disable=g-import-not-at-top
+  cpu_tuning.apply()
   main()

@@ -35,7 +35,9 @@ the median over rounds. Writes one JSON object:
   "floor/<model>/T<n>": the Jacobian floor as a ratio to `equal`,
   "skipped/<model>/T<n>/<method>[/rep]": why a configuration was not measured,
   "load": the 1-minute load average at the start and at the end.
-`--append` merges into an existing `--out` file (to run the groups one at a time).
+`--append` merges into an existing `--out` file (to run the groups one at a time). The script
+calls `mtl_jax.cpu_tuning.apply()` before JAX starts, as `python -m mtl_jax.main` does
+(`MTL_JAX_CPU_TUNING=0` turns it off).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtl_jax import config as config_lib
+from mtl_jax import cpu_tuning
 from mtl_jax import gradients
 from mtl_jax import sharding as sharding_lib
 from mtl_jax import train
@@ -384,4 +387,5 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+  cpu_tuning.apply()  # the script owns its process: before JAX starts its backend
   main()

@@ -14,7 +14,9 @@ regression) as mean ± sample std over the seeds, and Δm% (Maninis et al. 2019,
 `mtl_jax.metrics.delta_m`) of each seed against the seed-mean of equal weighting, which always
 runs as the baseline. Writes `<out>/weights.png`: each method's task weights over training
 (the seed mean), read back from the `weight/<task>` scalars of the runs' TensorBoard files.
-A run whose loss becomes non-finite is counted as diverged and left out of the means.
+A run whose loss becomes non-finite is counted as diverged and left out of the means. The
+script calls `mtl_jax.cpu_tuning.apply()` before JAX starts, as `python -m mtl_jax.main` does
+(`MTL_JAX_CPU_TUNING=0` turns it off).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
 import mtl_jax
+from mtl_jax import cpu_tuning
 from mtl_jax import metrics as metrics_lib
 from mtl_jax import weighting
 
@@ -247,4 +250,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  cpu_tuning.apply()  # the script owns its process: before JAX starts its backend
   app.run(main)

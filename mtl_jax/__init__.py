@@ -7,15 +7,12 @@
     trainer = mj.MultiTaskTrainer(logdir, train_labels, val_labels, tasks, fcn)   # image files
     trainer.fit(10)
 
-On CPU the package sets an XLA flag and glibc's allocator at import, before JAX starts its
-backend (`mtl_jax.cpu_tuning`; `MTL_JAX_CPU_TUNING=0` turns it off).
+Importing the package changes nothing process-wide. The CPU tuning (an XLA flag and glibc's
+allocator settings) is one call, made by `python -m mtl_jax.main` and the experiment scripts;
+in a notebook, call `mtl_jax.cpu_tuning.apply()` before the first JAX computation.
 """
 
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from mtl_jax import cpu_tuning
-
-cpu_tuning.apply()  # before anything below can start a JAX backend
-
 from mtl_jax import data, losses, models, viz, weighting
 from mtl_jax.config import ConfigError, default_config
 from mtl_jax.data import Dataset, from_arrays

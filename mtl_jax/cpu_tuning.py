@@ -1,4 +1,12 @@
-"""CPU tuning applied when `mtl_jax` is imported: an XLA flag and glibc's allocator settings.
+"""CPU tuning for the process that trains: an XLA flag and glibc's allocator settings.
+
+Importing `mtl_jax` sets nothing; `apply()` does. The entry points that own their process call
+it: `python -m mtl_jax.main` and the training and benchmark scripts in `experiments/`. In a
+notebook or your own script, call it before the first JAX computation (XLA reads its flags once,
+when JAX starts its backend):
+
+    import mtl_jax.cpu_tuning as t
+    t.apply()
 
 Two process-wide settings make convolutional training on CPU faster (figures in
 `experiments/bench_step.py`):
@@ -6,7 +14,7 @@ Two process-wide settings make convolutional training on CPU faster (figures in
 - **The Eigen convolution path.** jaxlib 0.10 sends CPU convolutions through YNNPACK, about 2x
   slower than the Eigen path on the small convnets here, in both directions.
   `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution` is appended to `XLA_FLAGS`,
-  which XLA reads once, when JAX starts its CPU backend: `import mtl_jax` before the first JAX
+  which XLA reads once, when JAX starts its CPU backend: `apply()` before the first JAX
   computation. A user's own setting of that flag is kept, and the flag is only added for the
   jaxlib versions known to accept it (`YNN_FLAG_JAXLIB`): XLA aborts on flags it does not know.
 - **No page faults on every step.** glibc hands buffers of 32 MiB and more back to the OS on

@@ -93,7 +93,6 @@ class ConsoleWriter:
 
 def create_writer(workdir: str):
   """TensorBoard files in `workdir` plus a console line per write, on process 0 only."""
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's import-time chatter
   from clu import metric_writers  # pylint: disable=import-outside-toplevel  (imports TF)
 
   if jax.process_index() > 0:

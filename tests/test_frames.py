@@ -93,3 +93,28 @@ def test_labels_read_back_from_csv_keep_their_classes(tmp_path):
   read = pd.read_csv(path)
   color, count = frames.infer_tasks(read, None, ["color", "count"])
   assert color.classes == ("blue", "red") and count.classes == (1, 2, 3)
+
+
+def test_binary_columns_read_back_from_csv_with_empty_cells(tmp_path):
+  path = tmp_path / "attributes.csv"
+  pd.DataFrame({"filepath": ["a", "b", "c", "d"], "smiling": [True, None, False, True],
+                "young": [1, 0, None, 1]}).to_csv(path, index=False)
+  read = pd.read_csv(path)
+  smiling, young = frames.infer_tasks(read, None, ["smiling", "young"], task_types="binary")
+  assert smiling.classes == (False, True) and young.classes == (0, 1)
+  encoded = frames.encode_frame(read, (smiling, young))
+  np.testing.assert_array_equal(encoded["smiling"], [1, -1, 0, 1])
+  np.testing.assert_array_equal(encoded["young"], [1, 0, -1, 1])
+
+
+def test_task_losses_reach_the_tasks_and_bad_ones_are_config_errors():
+  age, = frames.infer_tasks(_train(), _val(), ["age"], task_types={"age": "regression"},
+                            task_losses={"age": "huber"})
+  assert age.loss == "huber"
+  with pytest.raises(ConfigError, match="task 'age': unknown loss 'hinge'"):
+    frames.infer_tasks(_train(), _val(), ["age"], task_types={"age": "regression"},
+                       task_losses={"age": "hinge"})
+  with pytest.raises(ConfigError, match=r"task_losses names \['size'\]"):
+    frames.infer_tasks(_train(), _val(), ["age"], task_losses={"size": "mse"})
+  with pytest.raises(ConfigError, match=r"task 'color' is binary but has 3 distinct"):
+    frames.infer_tasks(_train(), _val(), ["color"], task_types={"color": "binary"})

@@ -120,3 +120,108 @@ def test_kpis_are_masked_accuracy_and_mean_absolute_error():
       {"t": jnp.array([0, 1, -1]), "value": jnp.array([2.0, 4.0, jnp.nan]),
        "digit": jnp.full((3,), -1)})
   np.testing.assert_allclose(kpis, [0.5, 1.5, 0.0])
+
+
+# ----------------------------------------------------------------------------------------------
+# Kinds, losses by name or callable, element-wise masks.
+
+SMILING = Task("smiling", "binary")
+
+
+def test_binary_cross_entropy_by_hand_over_the_labelled_logits():
+  logits = jnp.array([[2.0], [-1.0], [0.5], [30.0]])
+  loss, count = losses.task_losses([SMILING], {"smiling": logits},
+                                   {"smiling": jnp.array([1, 0, -1, 0])})
+  # -log sigmoid(2) - log(1 - sigmoid(-1)) + [-log(1 - sigmoid(30)) = 30, stable], over 3.
+  expected = (np.log1p(np.exp(-2.0)) + np.log1p(np.exp(-1.0)) + 30.0 + np.log1p(np.exp(-30))) / 3
+  np.testing.assert_allclose(loss[0], expected, rtol=1e-6)
+  assert int(count[0]) == 3
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("mse", (0.5 ** 2 + 3.0 ** 2) / 2),
+    ("l1", (0.5 + 3.0) / 2),
+    ("huber", (0.5 * 0.5 ** 2 + (3.0 - 0.5)) / 2),  # quadratic below delta 1, linear above
+])
+def test_regression_losses_by_name(name, expected):
+  task = Task("y", "regression", loss=name)
+  loss, _ = losses.task_losses([task], {"y": jnp.array([[0.0], [3.0], [7.0]])},
+                               {"y": jnp.array([0.5, 0.0, jnp.nan])})
+  np.testing.assert_allclose(loss[0], expected, rtol=1e-6)
+
+
+def test_a_half_masked_two_wide_label_averages_over_its_labelled_elements():
+  task = Task("v", "regression", label_shape=(2,))
+  outputs = jnp.array([[1.0, 9.0], [9.0, 2.0], [0.0, 0.0]])
+  labels = jnp.array([[0.0, jnp.nan], [jnp.nan, 0.0], [3.0, 4.0]])
+  loss, count = losses.task_losses([task], {"v": outputs}, {"v": labels})
+  assert int(count[0]) == 4  # labelled elements, not examples
+  np.testing.assert_allclose(loss[0], (1 + 4 + 9 + 16) / 4)
+  result = metrics.compute(losses.task_metrics([task], {"v": outputs}, {"v": labels}), "val")
+  assert result["val/v/mae"] == pytest.approx((1 + 2 + 3 + 4) / 4)
+  assert result["val/v/rmse"] == pytest.approx(np.sqrt(30 / 4))
+
+
+def test_per_pixel_classification_masks_each_pixel():
+  task = Task("seg", classes=("bg", "fg"), label_shape=(2, 2))
+  logits = jnp.zeros((1, 2, 2, 2)).at[0, :, 0, 1].set(4.0)  # pixels (0, 0), (1, 0) say fg
+  labels = jnp.array([[[1, -1], [0, -1]]])  # (0, 0) fg: right; (1, 0) bg: wrong
+  loss, count = losses.task_losses([task], {"seg": logits}, {"seg": labels})
+  assert int(count[0]) == 2
+  log_p = jax.nn.log_softmax(jnp.array([0.0, 4.0]))
+  np.testing.assert_allclose(loss[0], -(log_p[1] + log_p[0]) / 2, rtol=1e-6)
+  accuracy = metrics.compute(losses.task_metrics([task], {"seg": logits}, {"seg": labels}),
+                             "val")["val/seg/accuracy"]
+  assert accuracy == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("task", [
+    Task("c", classes=("a", "b")), SMILING, Task("h", "regression", loss="huber"),
+    Task("l", "regression", loss="l1"), Task("v", "regression", label_shape=(3,))],
+    ids=lambda t: f"{t.kind}-{t.loss}")
+def test_no_labels_give_loss_zero_and_a_zero_finite_gradient(task):
+  outputs = jnp.ones((4, task.output_size))
+  labels = jnp.full((4, *task.label_shape), task.missing_value, task.label_dtype)
+  value_and_grad = jax.value_and_grad(
+      lambda o: losses.task_losses([task], {task.name: o}, {task.name: labels})[0].sum())
+  loss, grad = value_and_grad(outputs)
+  assert float(loss) == 0.0
+  assert bool(jnp.all(grad == 0.0))
+
+
+def cubed_error(outputs, labels, mask):
+  del mask
+  return jnp.abs(outputs - labels) ** 3
+
+
+def test_a_callable_loss_replaces_the_kind_loss_and_keeps_its_metrics():
+  task = Task("y", "regression", loss=cubed_error)
+  outputs, labels = jnp.array([[1.0], [0.0], [5.0]]), jnp.array([3.0, 1.0, jnp.nan])
+  loss, count = losses.task_losses([task], {"y": outputs}, {"y": labels})
+  np.testing.assert_allclose(loss[0], (8 + 1) / 2)
+  result = metrics.compute(losses.task_metrics([task], {"y": outputs}, {"y": labels}), "val")
+  assert result == pytest.approx({"val/y/loss": 4.5, "val/y/mae": 1.5,
+                                  "val/y/rmse": np.sqrt(2.5)})
+
+
+def test_a_callable_loss_of_the_wrong_shape_is_an_error_naming_the_task():
+  task = Task("y", "regression", loss=lambda o, y, m: jnp.zeros(7))
+  with pytest.raises(ValueError, match="task 'y': its loss gave shape"):
+    losses.task_losses([task], {"y": jnp.zeros((3, 1))}, {"y": jnp.zeros(3)})
+
+
+def test_an_output_of_the_wrong_width_is_an_error_naming_the_task():
+  with pytest.raises(ValueError, match=r"task 'c': the model's output has shape \(3, 3\)"):
+    losses.task_losses([Task("c", classes=("a", "b"))], {"c": jnp.zeros((3, 3))},
+                       {"c": jnp.zeros(3, jnp.int32)})
+
+
+def test_binary_metrics_and_kpi_are_accuracy_and_auc_over_labelled_elements():
+  logits = jnp.array([[2.0], [-1.0], [1.0], [-3.0], [5.0]])
+  labels = jnp.array([1, 1, 0, 0, -1])  # positives score {2, -1}, negatives {1, -3}
+  result = metrics.compute(
+      losses.task_metrics([SMILING], {"smiling": logits}, {"smiling": labels}), "val")
+  assert result["val/smiling/accuracy"] == pytest.approx(0.5)
+  assert result["val/smiling/auc"] == pytest.approx(0.75)  # 3 of the 4 pairs ordered right
+  kpis = losses.task_kpis([SMILING], {"smiling": logits}, {"smiling": labels})
+  np.testing.assert_allclose(kpis, [0.5])

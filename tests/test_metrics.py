@@ -1,8 +1,50 @@
-"""Metric helpers: Δm% against a baseline."""
+"""Metric helpers: computing merged clu metrics, the binned AUC, Δm% against a baseline."""
 
+from clu import metrics as clu_metrics
+import jax.numpy as jnp
+import numpy as np
 import pytest
+from sklearn import metrics as sk_metrics
 
 from mtl_jax import metrics
+from mtl_jax.tasks import BinnedAUC, RootMeanSquare
+
+
+def _scores(seed, n=2000):
+  """Overlapping positive and negative scores in (0, 1), about 30% positives, 10% masked."""
+  rng = np.random.default_rng(seed)
+  labels = (rng.random(n) < 0.3).astype(np.int32)
+  probabilities = 1 / (1 + np.exp(-(rng.normal(size=n) + 1.2 * labels)))
+  mask = rng.random(n) > 0.1
+  return probabilities.astype(np.float32), labels, mask
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_binned_auc_is_within_a_few_thousandths_of_sklearn(seed):
+  p, y, mask = _scores(seed)
+  auc = BinnedAUC.from_model_output(jnp.asarray(p), jnp.asarray(y), jnp.asarray(mask))
+  assert auc.compute() == pytest.approx(sk_metrics.roc_auc_score(y[mask], p[mask]), abs=2e-3)
+
+
+def test_binned_auc_merged_over_batches_equals_one_pass():
+  p, y, mask = _scores(2, n=300)
+  parts = [BinnedAUC.from_model_output(jnp.asarray(p[s]), jnp.asarray(y[s]),
+                                       jnp.asarray(mask[s]))
+           for s in (slice(0, 100), slice(100, 300))]
+  whole = BinnedAUC.from_model_output(jnp.asarray(p), jnp.asarray(y), jnp.asarray(mask))
+  merged = metrics.merge(parts[0], parts[1])
+  np.testing.assert_array_equal(merged.positives, whole.positives)
+  np.testing.assert_array_equal(merged.negatives, whole.negatives)
+
+
+def test_compute_leaves_out_empty_metrics_and_computes_the_others():
+  one_class = BinnedAUC.from_model_output(jnp.array([0.2, 0.9]), jnp.array([1, 1]),
+                                          jnp.array([True, True]))
+  per_task = {"a": {"auc": one_class,
+                    "rmse": RootMeanSquare(total=jnp.array(8.0), count=jnp.array(2)),
+                    "mae": clu_metrics.Average(total=jnp.array(3.0), count=jnp.array(2))},
+              "b": {"loss": clu_metrics.Average(total=jnp.array(0.0), count=jnp.array(0))}}
+  assert metrics.compute(per_task, "val") == {"val/a/rmse": 2.0, "val/a/mae": 1.5}
 
 
 def test_delta_m_by_hand_signs_lower_is_better_metrics():

@@ -34,6 +34,18 @@ def test_labelled_masks_read_missing_labels_of_both_kinds():
   np.testing.assert_array_equal(masks["r"], [False, True, True])
 
 
+def test_an_example_is_labelled_if_any_of_its_elements_is():
+  tasks = [Task("seg", classes=(0, 1), label_shape=(2,)), Task("b", kind="binary"),
+           Task("v", kind="regression", label_shape=(2,))]
+  masks = data.labelled_masks(tasks, {
+      "seg": np.array([[0, -1], [-1, -1], [1, 1]], np.int32),
+      "b": np.array([-1, 0, 1], np.int32),
+      "v": np.array([[np.nan, 2.0], [np.nan, np.nan], [1.0, np.nan]], np.float32)})
+  np.testing.assert_array_equal(masks["seg"], [True, False, True])
+  np.testing.assert_array_equal(masks["b"], [False, True, True])
+  np.testing.assert_array_equal(masks["v"], [True, False, True])
+
+
 def _skewed(n=1000, rare=50):
   """Task a labelled on `rare` rows, task b on all the others (as after joining two datasets)."""
   a = np.zeros(n, bool)
