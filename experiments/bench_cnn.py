@@ -10,8 +10,8 @@ loss CE_a + CE_b, batch 64, Adam (learning rate 1e-3), random inputs uniform in 
 random labels, four batches made once and cycled. Loops:
 
 * `cnn/jax`: mtl_jax's training path as `MultiTaskTrainer` runs it: the spec-built
-  `HardParameterSharing` model (`train.build_setup`), `train.create_train_state`, and
-  `train.make_step_fn`, one jitted step per dispatch as `train.StreamData` calls it, on
+  `HardParameterSharing` model (`build.build_setup`), `train.create_train_state`, and
+  `train.make_step_fn`, one jitted step per dispatch as `train.dispatches` calls it, on
   batches already on the device. The worker calls `mtl_jax.cpu_tuning.apply()` before JAX
   starts, as `python -m mtl_jax.main` does, so the CPU tuning is on unless
   `MTL_JAX_CPU_TUNING=0` is in the environment.
@@ -112,11 +112,11 @@ def jax_loop(pool: str = "library", image_shape: tuple[int, ...] = IMAGE_SHAPE, 
     tasks: the heads' tasks (default `cnn_tasks()`).
   """
   import jax  # pylint: disable=import-outside-toplevel
-  from mtl_jax import sharding, train  # pylint: disable=import-outside-toplevel
+  from mtl_jax import build, sharding, train  # pylint: disable=import-outside-toplevel
 
   tasks = cnn_tasks() if tasks is None else tuple(tasks)
   backbone = FlaxPoolBackbone.make() if pool == "flax" else None
-  setup = train.build_setup(jax_config(), tasks, backbone)
+  setup = build.build_setup(jax_config(), tasks, backbone=backbone)
   mesh = sharding.make_mesh()
   state = train.create_train_state(setup, 0, np.zeros((1, *image_shape), np.float32), mesh)
   step_fn = train.make_step_fn(setup, mesh)
@@ -351,9 +351,9 @@ def main(argv=None) -> dict[str, float]:
         file=sys.stderr, flush=True)
   out = bench(args.rounds, args.steps, args.ablations)
   print(f"load average at the end: {os.getloadavg()[0]:.2f}", file=sys.stderr)
-  from mtl_jax import train  # pylint: disable=import-outside-toplevel
+  from mtl_jax import atomic  # pylint: disable=import-outside-toplevel
 
-  train.write_json(args.out, out)
+  atomic.write_json(args.out, out)
   print(json.dumps(out, indent=2))
   return out
 

@@ -109,9 +109,9 @@ class FedStep:
   """The convnet's train step fed host batches: `step(local_batch)` as StreamData runs it."""
 
   def __init__(self, tasks, size: int):
-    from mtl_jax import sharding, train  # pylint: disable=import-outside-toplevel
+    from mtl_jax import build, sharding, train  # pylint: disable=import-outside-toplevel
 
-    setup = train.build_setup(bench_cnn.jax_config(), tuple(tasks))
+    setup = build.build_setup(bench_cnn.jax_config(), tuple(tasks))
     self.mesh = sharding.make_mesh()
     self.sharding = sharding.batch_sharding(self.mesh)
     self.state = train.create_train_state(setup, 0, np.zeros((1, size, size, CHANNELS),
@@ -179,9 +179,9 @@ def main(argv=None) -> dict[str, float]:
   out = summarize(rounds, args.sizes)
   print(f"{args.rounds} rounds of {args.batches} batches per figure, {args.workers} workers, "
         f"in {time.perf_counter() - start:.0f} s", file=sys.stderr)
-  from mtl_jax import train  # pylint: disable=import-outside-toplevel
+  from mtl_jax import atomic  # pylint: disable=import-outside-toplevel
 
-  train.write_json(args.out, out)
+  atomic.write_json(args.out, out)
   print(json.dumps(out, indent=2))
   return out
 

@@ -279,9 +279,9 @@ def main(argv=None) -> dict[str, float]:
   print(f"{args.rounds} rounds in {time.perf_counter() - start:.0f} s; JAX: {steps} steps in "
         f"windows of {window}, steps_per_dispatch {steps_per_dispatch}; load average at the end: "
         f"{os.getloadavg()[0]:.2f}", file=sys.stderr)
-  from mtl_jax import train  # pylint: disable=import-outside-toplevel
+  from mtl_jax import atomic  # pylint: disable=import-outside-toplevel
 
-  train.write_json(args.out, out)
+  atomic.write_json(args.out, out)
   print(json.dumps(out, indent=2))
   return out
 

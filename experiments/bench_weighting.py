@@ -12,7 +12,7 @@ Models (synthetic data, T classification tasks of 10 classes, every label presen
   global max pooling + Dense(10). Timed through `train.make_step_fn`, one step per dispatch
   (convolution gradients inside `lax.scan` miss XLA:CPU's fast kernel, jax-ml/jax#12868).
 
-Every method builds its Setup with `train.build_setup` from a config (`config.weighting`,
+Every method builds its Setup with `build.build_setup` from a config (`config.weighting`,
 `config.weighting_kwargs`), its state with `train.create_train_state`, and its jitted step is
 compiled once (`.lower().compile()`, whose `memory_analysis()` gives the temp bytes) and run
 on one fixed batch. Methods: `equal`, every registered method but `manual` (aliases once), each
@@ -54,9 +54,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mtl_jax import atomic
 from mtl_jax import config as config_lib
 from mtl_jax import cpu_tuning
-from mtl_jax import gradients
+from mtl_jax import build
+from mtl_jax.models import base as models_base
 from mtl_jax import sharding as sharding_lib
 from mtl_jax import train
 from mtl_jax import weighting
@@ -177,7 +179,7 @@ class Runner(NamedTuple):
   temp_bytes: int
 
 
-def compile_runner(model: str, setup: train.Setup, state, batch: dict, mesh,
+def compile_runner(model: str, setup: build.Setup, state, batch: dict, mesh,
                    mlp_steps: int) -> Runner:
   """The library's jitted step for `model`, compiled for `batch`."""
   if model == "mlp":
@@ -216,14 +218,15 @@ def time_runner(runner: Runner, min_seconds: float) -> tuple[Runner, float]:
   return runner._replace(state=state), 1e3 * elapsed / (dispatches * runner.steps)
 
 
-def trunk_fns(setup: train.Setup, params) -> dict[str, Callable]:
+def trunk_fns(setup: build.Setup, params) -> dict[str, Callable]:
   """({"trunk_forward" | "trunk_backward": fn(trunk params, batch) -> f32[]}, trunk params):
   the shared trunk's forward alone, and its forward plus one VJP to its parameters."""
-  trunk_params, head_params = gradients.split_params(params)
+  owners = models_base.param_owners(setup.model, params, setup.task_names)
+  trunk_params, head_params = models_base.split_params(params, owners)
 
   def trunk(trunk_params, batch):
-    return setup.model.apply({"params": {**trunk_params, **head_params}}, batch["inputs"],
-                             train=True, heads=False)
+    return setup.model.apply({"params": models_base.merge_params(trunk_params, head_params)},
+                             batch["inputs"], train=True, method="encode")
 
   def backward(trunk_params, batch):
     rep, vjp = jax.vjp(lambda p: trunk(p, batch), trunk_params)
@@ -234,7 +237,7 @@ def trunk_fns(setup: train.Setup, params) -> dict[str, Callable]:
   return fns, trunk_params
 
 
-def reference_runners(model: str, setup: train.Setup, state, batch: dict, mesh,
+def reference_runners(model: str, setup: build.Setup, state, batch: dict, mesh,
                       mlp_steps: int) -> dict[str, Runner]:
   """The trunk's forward and forward + backward, timed like the steps (scan for the MLP)."""
   fns, params = trunk_fns(setup, jax.tree.map(jnp.copy, state.params))
@@ -269,7 +272,7 @@ def build_runner(model: str, num_tasks: int, variant: Variant, mesh,
   """Setup, state and the compiled step of one configuration (ConfigError if refused)."""
   config = config_lib.complete(model_config(model, num_tasks, variant))
   tasks = make_tasks(num_tasks)
-  setup = train.build_setup(config, tasks, steps_per_epoch=STEPS_PER_EPOCH)
+  setup = build.build_setup(config, tasks, steps_per_epoch=STEPS_PER_EPOCH)
   batch = make_batch(model, tasks, config.batch_size)
   state = train.create_train_state(setup, config.seed, batch["inputs"][:1], mesh)
   return compile_runner(model, setup, state, batch, mesh, mlp_steps)
@@ -292,7 +295,7 @@ def measure_group(model: str, num_tasks: int, chosen: Sequence[Variant], args, m
   if EQUAL in runners:
     config = config_lib.complete(model_config(model, num_tasks, Variant(EQUAL, None)))
     tasks = make_tasks(num_tasks)
-    setup = train.build_setup(config, tasks)
+    setup = build.build_setup(config, tasks)
     runners.update(reference_runners(model, setup, runners[EQUAL].state,
                                      make_batch(model, tasks, config.batch_size), mesh,
                                      args.mlp_steps))
@@ -382,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> None:
       figures.update(group_figures(model, num_tasks, group))
       load.append(os.getloadavg()[0])
       figures.setdefault("load", {})[f"{model}/T{num_tasks}"] = [load[-2], load[-1]]
-      train.write_json(args.out, figures)
+      atomic.write_json(args.out, figures)
   log(f"wrote {args.out}; load {load[0]:.2f} -> {load[-1]:.2f}")
 
 

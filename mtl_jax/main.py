@@ -55,8 +55,9 @@ def _config_path(argv: list[str]) -> str | None:
   return None
 
 
-_KWARGS_PREFIX = "--config.weighting_kwargs."
-_weighting_kwargs: dict = {}  # --config.weighting_kwargs.<name>=<value>, free-form
+# Free-form blocks of hyper-parameters (each method or model has its own), which the locked
+# config cannot declare: --config.weighting_kwargs.<name>=<value>, --config.model.kwargs.<...>.
+_FREE_FORM_PREFIXES = {"--config.weighting_kwargs.": {}, "--config.model.kwargs.": {}}
 
 
 def _literal(text: str):
@@ -67,26 +68,24 @@ def _literal(text: str):
     return text
 
 
-def _split_weighting_kwargs(argv: list[str]) -> list[str]:
-  """Removes the weighting's hyper-parameters from `argv` into `_weighting_kwargs`.
-
-  They are free-form (each method has its own), so the locked config cannot declare them.
-  """
+def _split_free_form(argv: list[str]) -> list[str]:
+  """Removes the free-form hyper-parameters from `argv` into `_FREE_FORM_PREFIXES`."""
   rest = []
   for arg in argv:
-    if arg.startswith(_KWARGS_PREFIX):
-      name, sep, value = arg[len(_KWARGS_PREFIX):].partition("=")
-      if not sep or not name.isidentifier():
-        _fail(f"expected {_KWARGS_PREFIX}<name>=<value>, got {arg}")
-      _weighting_kwargs[name] = _literal(value)
-    else:
+    prefix = next((p for p in _FREE_FORM_PREFIXES if arg.startswith(p)), None)
+    if prefix is None:
       rest.append(arg)
+      continue
+    name, sep, value = arg[len(prefix):].partition("=")
+    if not sep or not name.isidentifier():
+      _fail(f"expected {prefix}<name>=<value>, got {arg}")
+    _FREE_FORM_PREFIXES[prefix][name] = _literal(value)
   return rest
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing whose errors (bad override, missing file) are one line and exit 2."""
-  argv = sys.argv[:] = _split_weighting_kwargs(argv)  # config_flags reads sys.argv too
+  argv = sys.argv[:] = _split_free_form(argv)  # config_flags reads sys.argv too
   path = _config_path(argv)
   if path is not None and not os.path.isfile(path):
     _fail(f"config file not found: {path}")
@@ -135,7 +134,8 @@ def main(argv: list[str]) -> None:
 
   try:
     config = config_lib.complete(_CONFIG.value)
-    config.weighting_kwargs.update(_weighting_kwargs)
+    config.weighting_kwargs.update(_FREE_FORM_PREFIXES["--config.weighting_kwargs."])
+    config.model.kwargs.update(_FREE_FORM_PREFIXES["--config.model.kwargs."])
     if config.dataset.name == config_lib.IMAGES:  # image files: the MultiTaskTrainer
       from mtl_jax import trainer  # pylint: disable=import-outside-toplevel
       trainer.train_from_config(config, _WORKDIR.value)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import mtl_jax as mj
+from mtl_jax import build
 from mtl_jax import sharding
 from mtl_jax import train
 from mtl_jax.models import backbones
@@ -115,7 +116,7 @@ def _batch_norm_setup(freeze: bool):
   config = mj.config.complete(mj.default_config())
   config.model.shared_layers, config.model.task_layers = (4,), ()
   config.model.train_backbone = not freeze
-  return train.build_setup(config, tasks, backbone=ConvBatchNorm())
+  return build.build_setup(config, tasks, backbone=ConvBatchNorm())
 
 
 def _one_step(freeze: bool, backbone_variables):

@@ -22,7 +22,7 @@ def _model_and_params(tasks, dim=6):
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
 def _total_loss(model, params, inputs, labels, tasks):
-  outputs, _ = model.apply({"params": params}, inputs)
+  outputs = model.apply({"params": params}, inputs)
   task_loss, _ = losses.task_losses(tasks, outputs, labels)
   return task_loss.sum()
 
@@ -97,7 +97,7 @@ def test_regression_learns_a_synthetic_target():
     loss, grads = loss_and_grad(params)
     params = jax.tree.map(lambda p, g: p - 0.05 * g, params, grads)
   assert float(loss) < 0.05 * float(first)
-  outputs, _ = model.apply({"params": params}, inputs)
+  outputs = model.apply({"params": params}, inputs)
   result = metrics.compute(losses.task_metrics((VALUE,), outputs, labels), "train")
   assert set(result) == {"train/value/loss", "train/value/mae", "train/value/rmse"}
   assert result["train/value/mae"] < 0.3 * np.nanmean(np.abs(target))

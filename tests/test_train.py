@@ -10,6 +10,7 @@ import pytest
 
 import mtl_jax as mj
 from mtl_jax import data as data_lib
+from mtl_jax import build
 from mtl_jax import sharding
 from mtl_jax import train
 
@@ -31,7 +32,7 @@ def _one_step(config, devices):
   """Params after one train step of `config` on a mesh over `devices`."""
   mesh = sharding.make_mesh(devices)
   dataset = data_lib.load(config.dataset)
-  setup = train.build_setup(config, dataset.tasks)
+  setup = build.build_setup(config, dataset.tasks)
   state = train.create_train_state(setup, config.seed, dataset.train.inputs[:1], mesh)
   train_fn = train.make_train_fn(setup, mesh, on_device=True)
   source = jax.device_put(dataset.train.batch(np.arange(len(dataset.train))),
@@ -138,7 +139,7 @@ def test_a_restored_checkpoint_continues_exactly_for_every_weighting(tmp_path, t
   mesh = sharding.make_mesh(jax.devices()[:1])
   dataset = data_lib.load(config.dataset)
   sampler = data_lib.Sampler(len(dataset.train), 32, config.seed)
-  setup = train.build_setup(config, dataset.tasks, steps_per_epoch=sampler.steps_per_epoch)
+  setup = build.build_setup(config, dataset.tasks, steps_per_epoch=sampler.steps_per_epoch)
   train_fn = train.make_train_fn(setup, mesh, on_device=True)
   source = jax.device_put(dataset.train.batch(np.arange(len(dataset.train))),
                           sharding.replicated(mesh))
@@ -182,7 +183,7 @@ def _image_step(devices):
   config = mj.config.complete(mj.default_config())
   config.model.backbone, config.model.shared_layers, config.model.task_layers = (4, "p"), (), ()
   config.weighting = "uncertainty"
-  setup = train.build_setup(config, tasks)
+  setup = build.build_setup(config, tasks)
   mesh = sharding.make_mesh(devices)
   state = train.create_train_state(setup, 0, np.zeros((1, 8, 8, 3), np.float32), mesh)
   rng = np.random.default_rng(0)
