@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from mtl_jax import weighting
+from mtl_jax.tasks import Task
+from mtl_jax.weighting import base
 
 
 def _weights(method, num_tasks, losses):
@@ -49,3 +51,30 @@ def test_run_facts_reach_only_the_methods_that_declare_them():
     assert weighting.get("_probe", context={"optimizer": "tx"}, optimizer="mine") == (1.0, "mine")
   finally:
     del weighting.REGISTRY["_probe"]
+
+
+def test_only_regression_has_an_error_kpi_among_the_kinds():
+  """Any kind outside ERROR_KINDS (binary, future ones) is an accuracy in [0, 1]."""
+  assert base.error_kpis(("classification", "binary", "regression")) == (False, False, True)
+  assert base.error_kpis(2) == (False, False)
+  tasks = (Task("a", "regression"), Task("b", "classification", classes=("x", "y")))
+  assert base.error_kpis(tasks) == (True, False)
+
+
+def test_methods_whose_init_takes_grads_like_say_so_with_grad_state():
+  """train.py reads `grad_state` (not init's signature) to pass the gradient shapes."""
+  grad_state = {name for name, make in weighting.REGISTRY.items()
+                if make(**{"manual": {"weights": (1.0,)}, "stch": {"steps_per_epoch": 1}}
+                        .get(name, {})).grad_state}
+  assert grad_state == {"moco", "db_mtl", "excess_mtl"}
+  assert not weighting.get("excess_mtl", hessian="scalar").grad_state
+
+
+@pytest.mark.parametrize("name, kwargs, expected", [
+    ("equal", {}, [1.0, 0.0, 1.0]),
+    ("manual", {"weights": (1.0, 0.5, 2.0)}, [1.0, 0.0, 2.0]),
+])
+def test_a_task_without_labels_gets_weight_zero(name, kwargs, expected):
+  method = weighting.get(name, **kwargs)
+  w, _ = method.update(method.init(3), weighting.make_inputs([1.0, 0.0, 2.0], [4, 0, 4]))
+  np.testing.assert_array_equal(w, expected)

@@ -49,6 +49,15 @@ def test_regression_kpi_is_exp_of_minus_mae_over_scale():
   np.testing.assert_allclose(weights[0], _focal(np.array([0.5, np.exp(-0.5)])), rtol=1e-5)
 
 
+def test_a_binary_task_has_an_accuracy_kpi_like_classification():
+  """Only error kinds (regression) are mapped through exp(-MAE / scale); binary accuracy is
+  used as it is, whether the kinds come as strings or an int."""
+  method = weighting.get("dtp", regression_scale=2.0)
+  weights, state = _run(method, ("binary", "classification", "regression"), [[0.7, 0.7, 0.7]])
+  np.testing.assert_allclose(state.kpi_average, [0.7, 0.7, np.exp(-0.35)], rtol=1e-6)
+  np.testing.assert_allclose(weights[0][0], weights[0][1])
+
+
 def test_kpis_of_0_and_1_are_clipped_to_finite_weights():
   weights, _ = _run(weighting.get("dtp", eps=1e-3), 2, [[0.0, 1.0]])
   np.testing.assert_allclose(weights[0], _focal(np.array([1e-3, 1 - 1e-3])), rtol=1e-4)
@@ -60,6 +69,8 @@ def test_a_task_without_labels_keeps_its_average():
   counts = [[5, 0], [5, 0], [5, 5]]  # task 1 is first labelled at step 2
   weights, state = _run(weighting.get("dtp", alpha=0.5), 2, kpis, counts)
   assert np.isfinite(weights).all()
+  np.testing.assert_array_equal(weights[:2, 1], 0.0)  # no labels: weight 0
+  np.testing.assert_allclose(weights[2], _focal(np.array([0.5, 0.8])), rtol=1e-5)
   np.testing.assert_allclose(state.kpi_average, [0.5, 0.8], rtol=1e-6)
   np.testing.assert_array_equal(state.observations, [3, 1])
   # the unlabelled step's KPI (0 by convention) does not pull the average down

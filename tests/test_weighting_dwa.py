@@ -65,7 +65,16 @@ def test_a_task_without_labels_for_a_whole_window_keeps_its_average_and_no_nan()
   weights, state = _run(weighting.get("dwa", window=2), 2, losses, counts)
   assert np.isfinite(weights).all()
   np.testing.assert_array_equal(state.last_average[1], 0.0)
-  np.testing.assert_allclose(weights[4], _dwa([2.0 / 3.0, 1.0]), rtol=1e-6)  # 0/0 -> ratio 1
+  # 0/0 -> ratio 1 in the softmax; the unlabelled task's own weight is 0
+  np.testing.assert_allclose(weights[4, 0], _dwa([2.0 / 3.0, 1.0])[0], rtol=1e-6)
+  np.testing.assert_array_equal(weights[:, 1], 0.0)
+
+
+def test_a_task_without_labels_in_the_batch_gets_weight_zero_the_others_theirs():
+  losses = [[4.0, 2.0], [2.0, 2.0], [3.0, 1.0], [1.0, 2.0], [1.0, 0.0]]
+  counts = [[8, 8]] * 4 + [[8, 0]]
+  weights, _ = _run(weighting.get("dwa", window=2), 2, losses, counts)
+  np.testing.assert_allclose(weights[4], [_dwa([2.0 / 3.0, 1.5 / 2.0])[0], 0.0], rtol=1e-6)
 
 
 def test_jit_equals_eager():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mtl_jax import weighting
-from mtl_jax.weighting import gradvac, pcgrad
+from mtl_jax.weighting import base, gradvac
 
 
 def _step(method, state, jacobian, counts=None, key=None):
@@ -61,7 +61,7 @@ def test_the_first_step_is_pcgrad_because_the_targets_start_at_zero():
   np.testing.assert_allclose(w, w_pc, atol=1e-5)
   # Each task's first visit measures cos(g_i, g_j) before any correction: phi_hat = beta * cos.
   cosines = jacobian @ jacobian.T / np.outer(*(2 * [np.linalg.norm(jacobian, axis=1)]))
-  orders = np.asarray(pcgrad.task_orders(key, 4))
+  orders = np.asarray(base.task_orders(key, 4))
   for i, order in enumerate(orders):
     first = [j for j in order if j != i][0]
     np.testing.assert_allclose(state.targets[i, first], 0.5 * cosines[i, first], atol=1e-6)
@@ -76,7 +76,7 @@ def test_three_steps_equal_algorithm_1_on_the_gradients():
     jacobian = rng.normal(size=(3, 4)) + np.array([1.0, 0.0, 0.0, 0.0])
     key = jax.random.PRNGKey(step)
     w, state = _step(method, state, jacobian, key=key)
-    orders = np.asarray(pcgrad.task_orders(key, 3))
+    orders = np.asarray(base.task_orders(key, 3))
     expected, targets = _gradvac_by_hand(jacobian, targets, orders, beta=0.3)
     np.testing.assert_allclose(w @ jacobian, expected, atol=1e-4)
     np.testing.assert_allclose(state.targets, targets, atol=1e-5)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mtl_jax import weighting
-from mtl_jax.weighting import pcgrad
+from mtl_jax.weighting import base, pcgrad
 
 
 def _weights(jacobian, counts=None, key=None):
@@ -49,7 +49,7 @@ def test_non_conflicting_gradients_pass_unchanged():
 def test_a_task_that_conflicts_with_none_passes_unchanged_while_others_are_projected():
   jacobian = np.array([[1.0, 0.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
   gram = jnp.asarray(jacobian @ jacobian.T, jnp.float32)
-  orders = pcgrad.task_orders(jax.random.PRNGKey(3), 3)
+  orders = base.task_orders(jax.random.PRNGKey(3), 3)
   coefficients = np.asarray(pcgrad.projection_coefficients(gram, orders, jnp.ones(3, bool)))
   np.testing.assert_array_equal(coefficients[2], [0.0, 0.0, 1.0])
   projected = coefficients @ jacobian
@@ -60,22 +60,22 @@ def test_a_task_that_conflicts_with_none_passes_unchanged_while_others_are_proje
 def test_the_gram_only_projections_equal_algorithm_1_on_the_gradients(seed):
   rng = np.random.default_rng(seed)
   jacobian = rng.normal(size=(5, 4))
-  orders = pcgrad.task_orders(jax.random.PRNGKey(seed), 5)
+  orders = base.task_orders(jax.random.PRNGKey(seed), 5)
   coefficients = np.asarray(pcgrad.projection_coefficients(
       jnp.asarray(jacobian @ jacobian.T, jnp.float32), orders, jnp.ones(5, bool)))
   expected = _projected_by_hand(jacobian, np.asarray(orders))
   np.testing.assert_allclose(coefficients @ jacobian, expected, atol=1e-5)
   # The weights stand for sum_i g_i^PC, under the key the method is given.
   key = jax.random.PRNGKey(seed)
-  expected_sum = _projected_by_hand(jacobian, np.asarray(pcgrad.task_orders(key, 5))).sum(0)
+  expected_sum = _projected_by_hand(jacobian, np.asarray(base.task_orders(key, 5))).sum(0)
   np.testing.assert_allclose(_weights(jacobian, key=key) @ jacobian, expected_sum, atol=1e-5)
 
 
 def test_each_task_draws_its_order_from_the_key():
-  orders = np.asarray(pcgrad.task_orders(jax.random.PRNGKey(0), 6))
+  orders = np.asarray(base.task_orders(jax.random.PRNGKey(0), 6))
   assert all(sorted(row) == list(range(6)) for row in orders)
   assert len({tuple(row) for row in orders}) > 1
-  np.testing.assert_array_equal(orders, pcgrad.task_orders(jax.random.PRNGKey(0), 6))
+  np.testing.assert_array_equal(orders, base.task_orders(jax.random.PRNGKey(0), 6))
   # With three mutually conflicting tasks the result depends on the order, hence on the key.
   jacobian = np.array([[1.0, 0.0], [-0.6, 0.8], [-0.6, -0.8]])
   results = {tuple(np.round(_weights(jacobian, key=jax.random.PRNGKey(s)), 5)) for s in range(8)}

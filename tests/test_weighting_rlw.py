@@ -33,9 +33,11 @@ def test_the_state_does_not_change_the_draw():
   np.testing.assert_array_equal(w_again, _weights(key, 2))
 
 
-def test_tasks_without_labels_get_finite_positive_weights():
-  w = _weights(jax.random.PRNGKey(0), 3, counts=[0, 4, 0])
-  assert np.isfinite(w).all() and (w > 0).all()
+def test_tasks_without_labels_get_weight_zero_and_the_others_keep_their_draw():
+  key = jax.random.PRNGKey(0)
+  w = _weights(key, 3, counts=[0, 4, 0])
+  np.testing.assert_array_equal(w[[0, 2]], 0.0)
+  np.testing.assert_array_equal(w[1], _weights(key, 3)[1])  # not renormalised
 
 
 def test_jit_equals_eager():

@@ -48,6 +48,14 @@ def test_simple_form_is_exp_minus_s_loss_plus_s_for_every_kind():
   np.testing.assert_allclose(state.log_variance, [0.1, 0.2], rtol=1e-6)
 
 
+def test_a_binary_task_takes_the_classification_form():
+  """Eq. 10 (a likelihood over classes) for binary as for classification; Eq. 7 only for the
+  error kinds (regression)."""
+  weights, _ = _run(weighting.get("uncertainty"), ("binary", "regression", "classification"),
+                    [[2.0, 3.0, 4.0]])
+  np.testing.assert_allclose(weights[0], [1.0, 0.5, 1.0])
+
+
 def test_weights_are_the_objective_gradient_with_respect_to_the_losses():
   method = weighting.get("uncertainty", init_log_variance=0.3, optimizer=optax.sgd(0.0))
   weights, _ = _run(method, KINDS, [[2.0, 3.0]])
@@ -84,7 +92,7 @@ def test_a_task_without_labels_keeps_its_s_and_its_adam_state():
   state = before
   for _ in range(3):  # momentum would move s[1] on a zero gradient; it must not
     w, state = method.update(state, weighting.make_inputs([1.0, 0.0], counts=[8, 0]))
-    assert np.isfinite(w).all()
+    assert np.isfinite(w).all() and w[1] == 0.0 and w[0] > 0
   assert state.log_variance[1] == before.log_variance[1]
   assert state.log_variance[0] != before.log_variance[0]
   mu, nu = state.opt_state[0].mu, state.opt_state[0].nu

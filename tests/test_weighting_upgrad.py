@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mtl_jax import weighting
-from mtl_jax.weighting import solvers, upgrad
+from mtl_jax.weighting import solvers
 
 REG_EPS = 1e-4
 
@@ -117,7 +117,7 @@ def test_active_set_solver_stops_converged_well_before_its_cap():
   solve = jax.jit(jax.vmap(solvers.dual_cone_solve, in_axes=(None, 0)))
   for _ in range(5):
     jacobian = rng.normal(size=(8, 6))
-    quad = upgrad.regularized_gram(jacobian @ jacobian.T, 1e-4, 1e-4)
+    quad = solvers.regularized_gram(jacobian @ jacobian.T, 1e-4, 1e-4)
     result = solve(quad, jnp.eye(8) / 8)
     assert np.asarray(result.converged).all()
     assert np.asarray(result.iterations).max() <= 2 * 8

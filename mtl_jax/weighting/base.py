@@ -18,7 +18,9 @@ Gradient methods say what else they read with `Weighting.needs`:
   leading task axis T). A method that is not a linear combination (GradDrop's per-coordinate
   masking) returns a `Direction` in place of the weights.
 Rows and columns of G (and rows of J) of tasks without labels in the batch are zero; a
-gradient method leaves such tasks out of its combination (weight 0), never NaN.
+gradient method leaves such tasks out of its combination. Every method, loss-based ones too,
+gives a task without labels in the batch weight 0, never NaN (tests/test_weighting_properties.py
+checks this and the other shared properties for every registered method).
 """
 
 from __future__ import annotations
@@ -29,15 +31,17 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import optax
 
-from mtl_jax.tasks import CLASSIFICATION, Task
+from mtl_jax.tasks import CLASSIFICATION, REGRESSION, Task
 
 
 class WeightingInputs(NamedTuple):
   """What a method may read at one train step; all arrays, computed over the global batch."""
   losses: jnp.ndarray  # f32[T], each task's mean loss over its labelled examples (0 if none)
   counts: jnp.ndarray  # i32[T], labelled examples per task in the batch
-  kpis: jnp.ndarray    # f32[T], accuracy (classification) or mean absolute error (regression)
+  kpis: jnp.ndarray    # f32[T], an error (kinds in ERROR_KINDS, e.g. regression MAE) or an
+                       # accuracy in [0, 1] (every other kind); see `error_kpis`
   key: jnp.ndarray     # a PRNG key that is a function of (seed, step)
   step: jnp.ndarray    # i32[], the train step (0-based)
   gram: jnp.ndarray | None = None  # f32[T, T], J J^T (methods with needs "gram" or "grads")
@@ -58,22 +62,40 @@ class Weighting(NamedTuple):
 
   `needs`: "losses", "gram" or "grads" (see the module docstring). `allows_rep`: whether the
   method may run on gradients of the shared representation instead of the shared parameters
-  (`weighting_kwargs.grad_wrt = "rep"`, as MGDA-UB does).
+  (`weighting_kwargs.grad_wrt = "rep"`, as MGDA-UB does). `grad_state`: True when
+  `init(tasks, grads_like=...)` needs the shapes of the per-task gradients [T, ...] (a pytree
+  of arrays or jax.ShapeDtypeStruct like `inputs.grads`), because the state keeps
+  gradient-shaped buffers, e.g. MoCo's tracked gradients (see `gradient_buffers`).
   """
-  init: Callable[[Sequence[Task | str] | int], Any]
+  init: Callable[..., Any]  # init(tasks) or, with grad_state, init(tasks, grads_like=...)
   update: Callable[[Any, WeightingInputs], tuple[jnp.ndarray | Direction, Any]]
   needs: str = "losses"
   allows_rep: bool = False
+  grad_state: bool = False
+
+
+# Task kinds whose KPI is an error (lower is better, unbounded), e.g. regression's mean absolute
+# error; every other kind ("classification", "binary", ...) has an accuracy KPI in [0, 1].
+ERROR_KINDS = frozenset({REGRESSION})
 
 
 def task_kinds(tasks: Sequence[Task | str] | int) -> tuple[str, ...]:
-  """The kind of each task ("classification" | "regression"); an int T means T classifications.
+  """The kind of each task (e.g. "classification", "binary", "regression"); an int T means T
+  classifications.
 
-  Methods need only the number of tasks and their kinds, so standalone users may pass either.
+  Methods need only the number of tasks and their kinds, so standalone users may pass Task
+  objects, kind strings or T.
   """
   if isinstance(tasks, int):
     return (CLASSIFICATION,) * tasks
   return tuple(t if isinstance(t, str) else t.kind for t in tasks)
+
+
+def error_kpis(tasks: Sequence[Task | str] | int) -> tuple[bool, ...]:
+  """Per task: True if its KPI is an error (kind in ERROR_KINDS, lower is better), False if it
+  is an accuracy in [0, 1] (every other kind, "binary" included). Methods that branch on a
+  task's kind branch on this, so a new kind needs only ERROR_KINDS."""
+  return tuple(kind in ERROR_KINDS for kind in task_kinds(tasks))
 
 
 def labelled(counts: jnp.ndarray) -> jnp.ndarray:
@@ -127,3 +149,103 @@ def row_sums(x: jnp.ndarray) -> jnp.ndarray:
 def combine(weights: jnp.ndarray, grads: Any) -> Any:
   """sum_i w_i g_i for per-task gradients [T, ...]: the direction a weighting stands for."""
   return jax.tree.map(lambda g: jnp.tensordot(weights.astype(g.dtype), g, axes=1), grads)
+
+
+# Helpers shared by several methods. A helper used by one method stays in its file; one that a
+# second method needs moves here (or to solvers.py if it is a solver), never imported from a
+# sibling method.
+
+
+def frobenius_norm(gram: jnp.ndarray) -> jnp.ndarray:
+  """f32[]: ||G||_F without overflow for large entries (Nash-MTL, FairGrad)."""
+  scale = jnp.max(jnp.abs(gram))
+  safe = jnp.where(scale > 0, scale, 1.0)
+  return safe * jnp.sqrt(jnp.sum((gram / safe) ** 2)) * (scale > 0)
+
+
+def task_orders(key: jnp.ndarray, num_tasks: int) -> jnp.ndarray:
+  """i32[T, T]: row i is the random order in which task i visits the tasks (itself included;
+  callers skip it). PCGrad, GradVac."""
+  keys = jax.random.split(key, num_tasks)
+  return jax.vmap(lambda k: jax.random.permutation(k, num_tasks))(keys)
+
+
+# Learnable weighting parameters (Uncertainty, GradNorm, IMTL-L) train with the run's optimizer;
+# standalone, without one, with Adam at this learning rate.
+STANDALONE_LEARNING_RATE = 1e-3
+
+
+def weight_optimizer(
+    optimizer: optax.GradientTransformation | None) -> optax.GradientTransformation:
+  """The run's `optimizer`, or optax.adam(STANDALONE_LEARNING_RATE) when there is none."""
+  return optax.adam(STANDALONE_LEARNING_RATE) if optimizer is None else optimizer
+
+
+def keep_unlabelled(new_tree, old_tree, has_labels: jnp.ndarray):
+  """`new_tree` with the entries of unlabelled tasks taken from `old_tree` in every [T] leaf.
+
+  For learnable per-task parameters and their optimizer state: leaves shaped like
+  `has_labels` (f32[T] parameters, Adam's moments) keep the old entries of the tasks without
+  labels; other leaves (Adam's step count) take the new value.
+  """
+  def select(new, old):
+    if jnp.shape(new) == has_labels.shape:
+      return jnp.where(has_labels, new, old)
+    return new
+  return jax.tree.map(select, new_tree, old_tree)
+
+
+def preference(pref_vector: Sequence[float] | None, mask: jnp.ndarray) -> jnp.ndarray:
+  """f32[T]: the preference p over the tasks in `mask` (uniform 1/#mask by default), 0
+  elsewhere (UPGrad, DualProj)."""
+  if pref_vector is None:
+    return jnp.where(mask, 1.0, 0.0) / jnp.maximum(mask.sum(), 1)
+  return jnp.where(mask, jnp.asarray(pref_vector, jnp.float32), 0.0)
+
+
+def check_dual_cone_hyperparameters(name: str, pref_vector: Sequence[float] | None,
+                                    norm_eps: float, reg_eps: float) -> None:
+  """Raises ValueError for a bad preference vector or epsilon of UPGrad or DualProj."""
+  if not norm_eps >= 0 or not reg_eps > 0:
+    raise ValueError(f"{name} needs norm_eps >= 0 and reg_eps > 0; got {norm_eps}, {reg_eps}")
+  if pref_vector is not None and min(pref_vector) < 0:
+    raise ValueError(f"{name} needs pref_vector >= 0; got {tuple(pref_vector)}")
+
+
+def check_preference_length(name: str, pref_vector: Sequence[float] | None,
+                            num_tasks: int) -> None:
+  """Raises ValueError when the preference vector does not have one entry per task."""
+  if pref_vector is not None and len(pref_vector) != num_tasks:
+    raise ValueError(f"{name} has {len(pref_vector)} pref_vector entries for {num_tasks} tasks")
+
+
+def gradient_buffers(grads_like: Any, num_tasks: int, method: str) -> Any:
+  """A float32 zero pytree shaped like the per-task gradients `grads_like` ([T, ...] leaves),
+  or None without `grads_like`: the state of a method with `grad_state` (MoCo, DB-MTL,
+  ExcessMTL)."""
+  if grads_like is None:
+    return None
+  leaves = jax.tree.leaves(grads_like)
+  if not leaves or any(leaf.shape[:1] != (num_tasks,) for leaf in leaves):
+    raise ValueError(f"{method}: grads_like must have leaves with a leading axis of "
+                     f"{num_tasks} tasks")
+  return jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, jnp.float32), grads_like)
+
+
+def require_buffers(buffers: Any, method: str) -> None:
+  """Raises if a method that keeps gradient-shaped state was initialised without grads_like."""
+  if buffers is None:
+    raise ValueError(f"{method} keeps per-task gradients in its state: build the state with "
+                     f"init(tasks, grads_like=...), a pytree shaped like inputs.grads")
+
+
+def scale_rows(scales: jnp.ndarray, grads: Any) -> Any:
+  """[T, ...] pytree: row i of every leaf (as float32) times scales[i]."""
+  return jax.tree.map(
+      lambda g: g.astype(jnp.float32) * scales.reshape((-1,) + (1,) * (g.ndim - 1)), grads)
+
+
+def track(tracking: Any, targets: Any, step_sizes: jnp.ndarray) -> Any:
+  """y_i - step_sizes[i] (y_i - h_i) for every task i (step size 0 keeps y_i): a per-task
+  moving average of gradient-shaped buffers (MoCo, DB-MTL)."""
+  return jax.tree.map(lambda y, h: y - scale_rows(step_sizes, y - h), tracking, targets)

@@ -37,9 +37,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.weighting.base import (Direction, Weighting, WeightingInputs, combine, labelled,
-                                    row_sums, task_kinds)
-from mtl_jax.weighting.moco import gradient_buffers, require_buffers, scale_rows, track
+from mtl_jax.weighting.base import (Direction, Weighting, WeightingInputs, combine,
+                                    gradient_buffers, labelled, require_buffers, row_sums,
+                                    scale_rows, task_kinds, track)
 
 LOG_EPS = 1e-8   # log(L + eps), as LibMTL
 NORM_EPS = 1e-8  # max_j ||m_j|| / (||m_i|| + eps), as LibMTL
@@ -91,4 +91,4 @@ def make(beta: float = 0.9, beta_sigma: float = 0.0) -> Weighting:
     return (Direction(combine(scales, averages), weights),
             DBMTLState(averages, state.count + 1))
 
-  return Weighting(init, update, needs="grads", allows_rep=False)
+  return Weighting(init, update, needs="grads", allows_rep=False, grad_state=True)

@@ -14,14 +14,16 @@ steps by an exponential moving average, and weight the focal term of the smoothe
 with kbar clipped to [eps, 1 - eps] before the log, so weights stay finite and positive. A task
 whose KPI approaches 1 (mastered) gets a weight near 0; a struggling task a large one.
 
-KPIs come from `inputs.kpis` over the global batch: classification accuracy as it is;
-regression mean absolute error mapped to exp(-MAE / regression_scale), which is 1 for a perfect
-fit and 1/e when the MAE equals `regression_scale` (choose it on the scale of the targets).
+KPIs come from `inputs.kpis` over the global batch: an accuracy (classification, binary and
+every kind outside `base.ERROR_KINDS`) as it is; an error (regression's mean absolute error)
+mapped to exp(-MAE / regression_scale), which is 1 for a perfect fit and 1/e when the MAE
+equals `regression_scale` (choose it on the scale of the targets).
 
 The average starts at the first labelled observation of each task (not at 0, which would give
 every task the maximal weight until the average warms up). A task with no labels in a batch
-keeps its average. The weights of a step use the average including that step's KPI, measured
-on the same batch in the forward pass; KPIs and weights are constants (no gradient).
+keeps its average and gets weight 0 at that step (its loss is 0). The weights of a step use the
+average including that step's KPI, measured on the same batch in the forward pass; KPIs and
+weights are constants (no gradient).
 
 Deviations: the paper also weights examples within a task by a focal loss (gamma_0) and allows
 one gamma per task; here the losses are left as they are and one gamma serves every task.
@@ -33,14 +35,13 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from mtl_jax.tasks import CLASSIFICATION
-from mtl_jax.weighting.base import Weighting, WeightingInputs, labelled, task_kinds
+from mtl_jax.weighting.base import Weighting, WeightingInputs, error_kpis, labelled
 
 
 class DTPState(NamedTuple):
   kpi_average: jnp.ndarray        # f32[T], the smoothed KPI kbar_i (0 until observed)
   observations: jnp.ndarray       # i32[T], labelled steps seen per task
-  is_classification: jnp.ndarray  # i32[T], 1 for classification (accuracy KPI), constant
+  accuracy_kpi: jnp.ndarray       # i32[T], 1 for an accuracy KPI, 0 for an error, constant
 
 
 def focal_weight(kpi: jnp.ndarray, gamma: float, eps: float) -> jnp.ndarray:
@@ -49,10 +50,10 @@ def focal_weight(kpi: jnp.ndarray, gamma: float, eps: float) -> jnp.ndarray:
   return -jnp.power(1.0 - kpi, gamma) * jnp.log(kpi)
 
 
-def unit_kpis(kpis: jnp.ndarray, is_classification: jnp.ndarray,
+def unit_kpis(kpis: jnp.ndarray, accuracy_kpi: jnp.ndarray,
               regression_scale: float) -> jnp.ndarray:
-  """f32[T] KPIs in [0, 1]: accuracy as it is, exp(-MAE / scale) for regression."""
-  return jnp.where(is_classification > 0, kpis, jnp.exp(-kpis / regression_scale))
+  """f32[T] KPIs in [0, 1]: an accuracy as it is, an error (MAE) as exp(-MAE / scale)."""
+  return jnp.where(accuracy_kpi > 0, kpis, jnp.exp(-kpis / regression_scale))
 
 
 def make(alpha: float = 0.1, gamma: float = 2.0, regression_scale: float = 1.0,
@@ -79,17 +80,18 @@ def make(alpha: float = 0.1, gamma: float = 2.0, regression_scale: float = 1.0,
                                          float(eps))
 
   def init(tasks) -> DTPState:
-    kinds = task_kinds(tasks)
-    return DTPState(jnp.zeros((len(kinds),), jnp.float32), jnp.zeros((len(kinds),), jnp.int32),
-                    jnp.asarray([k == CLASSIFICATION for k in kinds], jnp.int32))
+    is_error = error_kpis(tasks)
+    return DTPState(jnp.zeros((len(is_error),), jnp.float32),
+                    jnp.zeros((len(is_error),), jnp.int32),
+                    jnp.asarray([not e for e in is_error], jnp.int32))
 
   def update(state: DTPState, inputs: WeightingInputs):
     has_labels = labelled(inputs.counts)
-    kpis = unit_kpis(inputs.kpis, state.is_classification, regression_scale)
+    kpis = unit_kpis(inputs.kpis, state.accuracy_kpi, regression_scale)
     smoothed = jnp.where(state.observations > 0,
                          alpha * kpis + (1.0 - alpha) * state.kpi_average, kpis)
     average = jnp.where(has_labels, smoothed, state.kpi_average)
-    weights = focal_weight(average, gamma, eps)
+    weights = jnp.where(has_labels, focal_weight(average, gamma, eps), 0.0)
     return weights, state._replace(kpi_average=average,
                                    observations=state.observations + has_labels)
 

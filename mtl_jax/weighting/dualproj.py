@@ -10,7 +10,7 @@ torchjd's `aggregation/_dualproj.py`.
 By the paper's Proposition 1 the weights are v = argmin_{v >= p} v^T G v: one problem of
 UPGrad's kind with lower bound p instead of p_i e_i (`solvers.dual_cone_weights`, the
 active-set method, run in the step), with torchjd's preprocessing of G (divided by its trace,
-0 below `norm_eps`, plus `reg_eps` I; see `upgrad.regularized_gram`). Up to the ridge the
+0 below `norm_eps`, plus `reg_eps` I; see `solvers.regularized_gram`). Up to the ridge the
 direction has a non-negative inner product with every task gradient, and it is the closest
 such direction to the mean gradient. When trace(G) < norm_eps the weights are p (torchjd's
 behaviour; `norm_eps=0` projects at every scale).
@@ -26,8 +26,9 @@ from typing import NamedTuple, Sequence
 
 import jax.numpy as jnp
 
-from mtl_jax.weighting import solvers, upgrad
-from mtl_jax.weighting.base import Weighting, WeightingInputs, labelled, task_kinds
+from mtl_jax.weighting import solvers
+from mtl_jax.weighting.base import (Weighting, WeightingInputs, check_dual_cone_hyperparameters,
+                                    check_preference_length, labelled, preference, task_kinds)
 
 
 class DualProjState(NamedTuple):
@@ -39,7 +40,7 @@ def dualproj_weights(gram: jnp.ndarray, pref: jnp.ndarray, norm_eps: float = 1e-
                      reg_eps: float = 1e-4, iterations: int | None = None,
                      tol: float = solvers.DUAL_CONE_TOL) -> jnp.ndarray:
   """f32[T]: v = argmin_{v >= p} v^T G' v, G' the regularised G."""
-  quad = upgrad.regularized_gram(gram, norm_eps, reg_eps)
+  quad = solvers.regularized_gram(gram, norm_eps, reg_eps)
   return solvers.dual_cone_weights(quad, jnp.asarray(pref, jnp.float32), iterations, tol)
 
 
@@ -56,17 +57,17 @@ def make(pref_vector: Sequence[float] | None = None, norm_eps: float = 1e-4,
     iterations: the active-set solver's iteration cap (None: 4T + 8).
     tol: the solver's relative tolerance on its multipliers.
   """
-  upgrad.check_hyperparameters("dualproj", pref_vector, norm_eps, reg_eps)
+  check_dual_cone_hyperparameters("dualproj", pref_vector, norm_eps, reg_eps)
 
   def init(tasks) -> DualProjState:
     num_tasks = len(task_kinds(tasks))
-    upgrad.check_preference_length("dualproj", pref_vector, num_tasks)
+    check_preference_length("dualproj", pref_vector, num_tasks)
     return DualProjState(jnp.zeros((num_tasks,), jnp.float32))
 
   def update(state: DualProjState, inputs: WeightingInputs):
     del state
     mask = labelled(inputs.counts)
-    weights = dualproj_weights(inputs.gram, upgrad.preference(pref_vector, mask), norm_eps,
+    weights = dualproj_weights(inputs.gram, preference(pref_vector, mask), norm_eps,
                                reg_eps, iterations, tol)
     weights = jnp.where(mask, weights, 0.0)
     return weights, DualProjState(weights)

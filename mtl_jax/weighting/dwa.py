@@ -14,6 +14,8 @@ A window is `window` updates long: the run's `steps_per_epoch` by default, so a 
 epoch as in the paper; without it (standalone use) DEFAULT_WINDOW updates. A window's average
 counts only the steps where the task had labels; a task without any labels in a whole window
 keeps its previous average (so its ratio tends to 1). A ratio whose older average is 0 is 1.
+A task without labels in the batch (loss 0) gets weight 0 at that step; the others keep theirs
+(not renormalised).
 The weights of a step use the windows completed before it; its losses go into the current one.
 """
 
@@ -67,10 +69,11 @@ def make(temperature: float = 2.0, window: int | None = None,
     return DWAState(zeros, jnp.zeros(zeros.shape, jnp.int32), zero, zeros, zeros, zero)
 
   def update(state: DWAState, inputs: WeightingInputs):
+    has_labels = labelled(inputs.counts)
     weights = jnp.where(state.windows >= 2,
                         dwa_weights(state.last_average, state.previous_average, temperature),
                         jnp.ones_like(state.last_average))
-    has_labels = labelled(inputs.counts)
+    weights = jnp.where(has_labels, weights, 0.0)
     loss_sum = state.loss_sum + jnp.where(has_labels, inputs.losses, 0.0)
     loss_count = state.loss_count + has_labels
     window_steps = state.window_steps + 1

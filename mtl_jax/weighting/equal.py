@@ -1,4 +1,7 @@
-"""Equal weighting: every task's loss counts once, the plain sum of task losses."""
+"""Equal weighting: every task's loss counts once, the plain sum of task losses.
+
+A task without labels in the batch (loss 0) gets weight 0, as in every method.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from mtl_jax.weighting.base import Weighting, WeightingInputs, task_kinds
+from mtl_jax.weighting.base import Weighting, WeightingInputs, labelled, task_kinds
 
 
 class EqualState(NamedTuple):
@@ -14,13 +17,12 @@ class EqualState(NamedTuple):
 
 
 def make() -> Weighting:
-  """w_i = 1 for every task i."""
+  """w_i = 1 for every task i with labels in the batch, 0 for the others."""
 
   def init(tasks) -> EqualState:
     return EqualState(jnp.ones((len(task_kinds(tasks)),), jnp.float32))
 
   def update(state: EqualState, inputs: WeightingInputs):
-    del inputs
-    return state.weights, state
+    return jnp.where(labelled(inputs.counts), state.weights, 0.0), state
 
   return Weighting(init, update)

@@ -42,8 +42,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.weighting.base import Weighting, WeightingInputs, labelled, row_sums, task_kinds
-from mtl_jax.weighting.moco import gradient_buffers, require_buffers
+from mtl_jax.weighting.base import (Weighting, WeightingInputs, gradient_buffers, labelled,
+                                    require_buffers, row_sums, task_kinds)
 
 HESSIANS = ("diagonal", "scalar")
 ACCUMULATOR_EPS = 1e-7  # sqrt(A + eps), as the official code
@@ -123,4 +123,5 @@ def make(robust_step_size: float = 1e-2, hessian: str = "diagonal") -> Weighting
                                state.has_initial | first)
     return jnp.where(has_labels, weights, 0.0), new_state
 
-  return Weighting(init, update, needs="grads" if diagonal else "gram", allows_rep=True)
+  return Weighting(init, update, needs="grads" if diagonal else "gram", allows_rep=True,
+                   grad_state=diagonal)

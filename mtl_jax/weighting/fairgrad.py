@@ -41,8 +41,8 @@ from typing import NamedTuple
 import jax.numpy as jnp
 
 from mtl_jax.weighting import solvers
-from mtl_jax.weighting.base import Weighting, WeightingInputs, labelled, task_kinds
-from mtl_jax.weighting.nash_mtl import frobenius_norm
+from mtl_jax.weighting.base import (Weighting, WeightingInputs, frobenius_norm, labelled,
+                                    task_kinds)
 
 
 class FairGradState(NamedTuple):

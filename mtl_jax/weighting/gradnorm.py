@@ -42,10 +42,9 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import optax
 
-from mtl_jax.weighting.base import Weighting, WeightingInputs, labelled, task_kinds
-from mtl_jax.weighting.uncertainty import keep_unlabelled
+from mtl_jax.weighting.base import (Weighting, WeightingInputs, keep_unlabelled, labelled,
+                                    task_kinds, weight_optimizer)
 
-STANDALONE_LEARNING_RATE = 1e-3
 MIN_WEIGHT = 1e-4  # floor of w before renormalising to sum T
 
 
@@ -105,7 +104,7 @@ def make(alpha: float = 1.5, optimizer: optax.GradientTransformation | None = No
   """
   if alpha < 0:
     raise ValueError(f"gradnorm needs alpha >= 0, got {alpha}")
-  tx = optax.adam(STANDALONE_LEARNING_RATE) if optimizer is None else optimizer
+  tx = weight_optimizer(optimizer)
 
   def init(tasks) -> GradNormState:
     num_tasks = len(task_kinds(tasks))

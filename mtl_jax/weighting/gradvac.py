@@ -39,8 +39,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.weighting.base import Weighting, WeightingInputs, labelled, task_kinds
-from mtl_jax.weighting.pcgrad import task_orders
+from mtl_jax.weighting.base import (Weighting, WeightingInputs, labelled, task_kinds,
+                                    task_orders)
 
 
 class GradvacState(NamedTuple):
@@ -61,7 +61,7 @@ def vaccinate(gram: jnp.ndarray, targets: jnp.ndarray, orders: jnp.ndarray, mask
   Args:
     gram: f32[T, T], G = J J^T.
     targets: f32[T, T], phi_hat before this step.
-    orders: i32[T, T], the order in which each task visits the others (`pcgrad.task_orders`).
+    orders: i32[T, T], the order in which each task visits the others (`base.task_orders`).
     mask: bool[T], the labelled tasks.
     beta, tol, eps: see `make`.
   """

@@ -38,12 +38,11 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import optax
 
-from mtl_jax.weighting.base import Weighting, WeightingInputs, labelled, task_kinds
-from mtl_jax.weighting.uncertainty import STANDALONE_LEARNING_RATE, keep_unlabelled
+from mtl_jax.weighting.base import (Weighting, WeightingInputs, keep_unlabelled, labelled,
+                                    task_kinds, weight_optimizer)
 
 MODES = ("hybrid", "gradient", "loss")
 
@@ -95,7 +94,7 @@ def make(mode: str = "hybrid", optimizer: optax.GradientTransformation | None = 
     raise ValueError(f"imtl mode must be one of {MODES}, got {mode!r}")
   if not eps >= 0 or not rcond > 0:
     raise ValueError(f"imtl needs eps >= 0 and rcond > 0; got {eps}, {rcond}")
-  tx = optax.adam(STANDALONE_LEARNING_RATE) if optimizer is None else optimizer
+  tx = weight_optimizer(optimizer)
 
   def init(tasks) -> ImtlState:
     s = jnp.zeros((len(task_kinds(tasks)),), jnp.float32)

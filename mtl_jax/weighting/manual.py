@@ -1,4 +1,7 @@
-"""Manual weighting: fixed, user-given task weights (`config.task_weights`)."""
+"""Manual weighting: fixed, user-given task weights (`config.task_weights`).
+
+A task without labels in the batch (loss 0) gets weight 0, as in every method.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from typing import NamedTuple, Sequence
 
 import jax.numpy as jnp
 
-from mtl_jax.weighting.base import Weighting, WeightingInputs, task_kinds
+from mtl_jax.weighting.base import Weighting, WeightingInputs, labelled, task_kinds
 
 
 class ManualState(NamedTuple):
@@ -26,7 +29,6 @@ def make(weights: Sequence[float]) -> Weighting:
     return ManualState(jnp.asarray(weights, jnp.float32))
 
   def update(state: ManualState, inputs: WeightingInputs):
-    del inputs
-    return state.weights, state
+    return jnp.where(labelled(inputs.counts), state.weights, 0.0), state
 
   return Weighting(init, update)

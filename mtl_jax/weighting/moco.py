@@ -34,11 +34,11 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 
-from mtl_jax.weighting.base import (Direction, Weighting, WeightingInputs, combine, gram_matrix,
-                                    labelled, task_kinds)
+from mtl_jax.weighting.base import (Direction, Weighting, WeightingInputs, combine,
+                                    gradient_buffers, gram_matrix, labelled, require_buffers,
+                                    scale_rows, task_kinds, track)
 from mtl_jax.weighting.solvers import project_simplex, simplex_face_point
 
 NORM_EPS = 1e-8  # in g_i / (||g_i|| + eps), as the authors' code
@@ -48,35 +48,6 @@ class MoCoState(NamedTuple):
   tracking: Any         # [T, ...] pytree like inputs.grads: y_i (None until given grads_like)
   lambdas: jnp.ndarray  # f32[T], on the simplex
   count: jnp.ndarray    # i32[], updates so far
-
-
-def gradient_buffers(grads_like: Any, num_tasks: int, method: str) -> Any:
-  """A float32 zero pytree shaped like the per-task gradients `grads_like` ([T, ...] leaves)."""
-  if grads_like is None:
-    return None
-  leaves = jax.tree.leaves(grads_like)
-  if not leaves or any(leaf.shape[:1] != (num_tasks,) for leaf in leaves):
-    raise ValueError(f"{method}: grads_like must have leaves with a leading axis of "
-                     f"{num_tasks} tasks")
-  return jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, jnp.float32), grads_like)
-
-
-def require_buffers(buffers: Any, method: str) -> None:
-  """Raises if a method that keeps gradient-shaped state was initialised without grads_like."""
-  if buffers is None:
-    raise ValueError(f"{method} keeps per-task gradients in its state: build the state with "
-                     f"init(tasks, grads_like=...), a pytree shaped like inputs.grads")
-
-
-def scale_rows(scales: jnp.ndarray, grads: Any) -> Any:
-  """[T, ...] pytree: row i of every leaf times scales[i]."""
-  return jax.tree.map(
-      lambda g: g.astype(jnp.float32) * scales.reshape((-1,) + (1,) * (g.ndim - 1)), grads)
-
-
-def track(tracking: Any, targets: Any, step_sizes: jnp.ndarray) -> Any:
-  """y_i - step_sizes[i] (y_i - h_i) for every task i (step size 0 keeps y_i)."""
-  return jax.tree.map(lambda y, h: y - scale_rows(step_sizes, y - h), tracking, targets)
 
 
 def make(beta: float = 0.5, beta_sigma: float = 0.5, gamma: float = 0.1,
@@ -118,4 +89,4 @@ def make(beta: float = 0.5, beta_sigma: float = 0.5, gamma: float = 0.1,
     direction = combine(mu, tracking)
     return Direction(direction, mu), MoCoState(tracking, lambdas, state.count + 1)
 
-  return Weighting(init, update, needs="grads", allows_rep=False)
+  return Weighting(init, update, needs="grads", allows_rep=False, grad_state=True)

@@ -43,19 +43,13 @@ import jax
 import jax.numpy as jnp
 
 from mtl_jax.weighting import solvers
-from mtl_jax.weighting.base import Weighting, WeightingInputs, labelled, task_kinds
+from mtl_jax.weighting.base import (Weighting, WeightingInputs, frobenius_norm, labelled,
+                                    task_kinds)
 
 
 class NashMtlState(NamedTuple):
   alpha: jnp.ndarray   # f32[T], the last solution of the normalised problem (warm start)
   active: jnp.ndarray  # bool[T], the tasks that alpha was solved for (labelled, nonzero)
-
-
-def frobenius_norm(gram: jnp.ndarray) -> jnp.ndarray:
-  """f32[]: ||G||_F without overflow for large entries."""
-  scale = jnp.max(jnp.abs(gram))
-  safe = jnp.where(scale > 0, scale, 1.0)
-  return safe * jnp.sqrt(jnp.sum((gram / safe) ** 2)) * (scale > 0)
 
 
 def clip_to_norm(weights: jnp.ndarray, normalized: jnp.ndarray, scale: jnp.ndarray,

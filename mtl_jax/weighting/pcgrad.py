@@ -32,17 +32,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.weighting.base import Weighting, WeightingInputs, labelled, task_kinds
+from mtl_jax.weighting.base import (Weighting, WeightingInputs, labelled, task_kinds,
+                                    task_orders)
 
 
 class PcgradState(NamedTuple):
   weights: jnp.ndarray  # f32[T], the last step's effective weights (for inspection)
-
-
-def task_orders(key: jnp.ndarray, num_tasks: int) -> jnp.ndarray:
-  """i32[T, T]: row i is the random order in which task i visits the tasks (itself skipped)."""
-  keys = jax.random.split(key, num_tasks)
-  return jax.vmap(lambda k: jax.random.permutation(k, num_tasks))(keys)
 
 
 def projection_coefficients(gram: jnp.ndarray, orders: jnp.ndarray,
@@ -51,7 +46,7 @@ def projection_coefficients(gram: jnp.ndarray, orders: jnp.ndarray,
 
   Args:
     gram: f32[T, T], G = J J^T.
-    orders: i32[T, T], the visiting order of each task (see `task_orders`).
+    orders: i32[T, T], the visiting order of each task (see `base.task_orders`).
     mask: bool[T], the tasks that take part (labelled).
   """
   num_tasks = gram.shape[0]

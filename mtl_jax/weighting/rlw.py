@@ -11,8 +11,9 @@ drawn from `inputs.key`, a function of (seed, step), so a resumed run draws the 
 As in the paper and LibMTL, the weights sum to 1 (not to T): the loss is a random convex
 combination of the task losses, so with SGD the effective learning rate is 1/T that of the
 plain sum; Adam-like optimizers are nearly invariant to that scale. Tasks without labels in a
-batch get their draw like any other (finite; their loss is 0); the draw is not renormalised
-over the labelled tasks.
+batch get weight 0 (their loss is 0 anyway); the labelled tasks keep their draw, which is not
+renormalised over them (the draw of every task, labelled or not, is the same function of the
+key).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.weighting.base import Weighting, WeightingInputs, task_kinds
+from mtl_jax.weighting.base import Weighting, WeightingInputs, labelled, task_kinds
 
 
 class RLWState(NamedTuple):
@@ -37,6 +38,7 @@ def make() -> Weighting:
 
   def update(state: RLWState, inputs: WeightingInputs):
     logits = jax.random.normal(inputs.key, state.logits.shape, jnp.float32)
-    return jax.nn.softmax(logits), RLWState(logits)
+    weights = jnp.where(labelled(inputs.counts), jax.nn.softmax(logits), 0.0)
+    return weights, RLWState(logits)
 
   return Weighting(init, update)

@@ -7,7 +7,7 @@
   Algorithm 2, with away steps by default).
 - `dual_cone_weights(quad, lower, ...)`: argmin_{v >= lower} v^T Q v, the weights of a
   projection onto the dual cone of the task gradients (UPGrad, DualProj), by an active-set
-  method.
+  method; `regularized_gram(gram, ...)` makes Q from G as torchjd does.
 - `alpha_fair_weights(gram, power, init, ...)`: w > 0 with (G w)_i = w_i^(-power) (Nash-MTL,
   FairGrad), by Newton's method with a line search.
 
@@ -183,6 +183,17 @@ def simplex_face_point(weights: jnp.ndarray,
 
 
 DUAL_CONE_TOL = 1e-6
+
+
+def regularized_gram(gram: jnp.ndarray, norm_eps: float, reg_eps: float) -> jnp.ndarray:
+  """f32[T, T]: G / trace(G) (0 if trace(G) < norm_eps) + reg_eps I, as torchjd's
+  `regularize(normalize(G, norm_eps), reg_eps)`: the positive definite Q of
+  `dual_cone_weights` for UPGrad and DualProj."""
+  gram = jnp.asarray(gram, jnp.float32)
+  trace = jnp.trace(gram)
+  small = trace < norm_eps
+  normalized = jnp.where(small, 0.0, gram / jnp.where(small | (trace <= 0), 1.0, trace))
+  return normalized + reg_eps * jnp.eye(gram.shape[0], dtype=gram.dtype)
 
 
 class DualConeResult(NamedTuple):

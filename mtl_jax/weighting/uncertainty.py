@@ -25,6 +25,10 @@ form, 1 in the simple one): the model descends sum_i grad log L_i (halved in the
 whatever the tasks' loss scales. The forms differ in that constant and in where s settles, not
 in the balance between tasks.
 
+Kinds: the regression form (a Gaussian likelihood) serves the kinds with an error KPI
+(`base.ERROR_KINDS`: "regression"); the classification form (a likelihood over classes) every
+other kind, "binary" included (`base.error_kpis`).
+
 The s_i are trained by the run's optimizer (`optimizer`, as in the paper where they are
 ordinary network parameters): the state holds s and `optimizer.init(s)`, and each update takes
 one `optimizer.update` step on d objective / ds. Standalone, without a run optimizer, s uses
@@ -37,7 +41,8 @@ one joint gradient step on the objective at the same point (as a single backward
 A task with no labels in the batch (count 0, loss 0) would see df/ds = 1/2 and drift: its
 gradient is masked to 0, and its s and its slice of the optimizer state (every state leaf
 shaped like s, e.g. Adam's moments) keep their old values, so neither momentum nor a zero
-gradient moves it. Scalar optimizer state (Adam's step count) advances with every update.
+gradient moves it; its weight at that step is 0. Scalar optimizer state (Adam's step count)
+advances with every update.
 """
 
 from __future__ import annotations
@@ -48,11 +53,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtl_jax.tasks import CLASSIFICATION
-from mtl_jax.weighting.base import Weighting, WeightingInputs, labelled, task_kinds
+from mtl_jax.weighting.base import (Weighting, WeightingInputs, error_kpis, keep_unlabelled,
+                                    labelled, task_kinds, weight_optimizer)
 
 FORMS = ("paper", "simple")
-STANDALONE_LEARNING_RATE = 1e-3
 
 
 class UncertaintyState(NamedTuple):
@@ -65,13 +69,13 @@ class UncertaintyState(NamedTuple):
 def objective_factors(kinds: tuple[str, ...], form: str) -> tuple[jnp.ndarray, jnp.ndarray]:
   """(a f32[T], b f32[T]) with each task's objective a exp(-s) L + b s.
 
-  paper: classification (1, 1/2), regression (1/2, 1/2); simple: (1, 1) for every task.
+  paper: error kinds (regression) (1/2, 1/2), every other kind (classification, binary)
+  (1, 1/2); simple: (1, 1) for every task.
   """
   if form == "simple":
     ones = jnp.ones((len(kinds),), jnp.float32)
     return ones, ones
-  is_classification = jnp.asarray([k == CLASSIFICATION for k in kinds])
-  loss_factor = jnp.where(is_classification, 1.0, 0.5).astype(jnp.float32)
+  loss_factor = jnp.where(jnp.asarray(error_kpis(kinds)), 0.5, 1.0).astype(jnp.float32)
   return loss_factor, jnp.full((len(kinds),), 0.5, jnp.float32)
 
 
@@ -80,15 +84,6 @@ def objective(log_variance: jnp.ndarray, losses: jnp.ndarray, loss_factor: jnp.n
   """f32[]: sum_i a_i exp(-s_i) L_i + b_i s_i."""
   return jnp.sum(loss_factor * jnp.exp(-log_variance) * losses
                  + log_variance_factor * log_variance)
-
-
-def keep_unlabelled(new_tree, old_tree, has_labels: jnp.ndarray):
-  """`new_tree` with the entries of unlabelled tasks taken from `old_tree` in every [T] leaf."""
-  def select(new, old):
-    if jnp.shape(new) == has_labels.shape:
-      return jnp.where(has_labels, new, old)
-    return new
-  return jax.tree.map(select, new_tree, old_tree)
 
 
 def make(form: str = "paper", init_log_variance: float = 0.0,
@@ -104,7 +99,7 @@ def make(form: str = "paper", init_log_variance: float = 0.0,
   """
   if form not in FORMS:
     raise ValueError(f"form must be one of {FORMS}, got {form!r}")
-  tx = optax.adam(STANDALONE_LEARNING_RATE) if optimizer is None else optimizer
+  tx = weight_optimizer(optimizer)
   init_log_variance = float(init_log_variance)
 
   def init(tasks) -> UncertaintyState:
@@ -120,7 +115,7 @@ def make(form: str = "paper", init_log_variance: float = 0.0,
     updates, opt_state = tx.update(grad, state.opt_state, s)
     new_s = keep_unlabelled(optax.apply_updates(s, updates), s, has_labels)
     opt_state = keep_unlabelled(opt_state, state.opt_state, has_labels)
-    weights = a * jnp.exp(-s)
+    weights = jnp.where(has_labels, a * jnp.exp(-s), 0.0)
     return weights, state._replace(log_variance=new_s, opt_state=opt_state)
 
   return Weighting(init, update)

@@ -11,7 +11,7 @@ method needs only G: for each task i the solver finds v^(i) with lower bound u =
 the weights are w = sum_i v^(i) (`solvers.dual_cone_weights`, an active-set method run in the
 step; torchjd solves the same problems on the host with quadprog). As in torchjd, G is first
 divided by its trace (replaced by 0 when the trace is below `norm_eps`) and `reg_eps` I is added
-so the problem is positive definite.
+so the problem is positive definite (`solvers.regularized_gram`).
 
 Properties: d = w^T J has <g_j, d> >= 0 for every task j up to the ridge, precisely
 <g_j, d> >= -reg_eps trace(G) w_j (from the KKT conditions (G/tr G + reg_eps I) v = mu >= 0);
@@ -34,7 +34,8 @@ import jax
 import jax.numpy as jnp
 
 from mtl_jax.weighting import solvers
-from mtl_jax.weighting.base import Weighting, WeightingInputs, labelled, task_kinds
+from mtl_jax.weighting.base import (Weighting, WeightingInputs, check_dual_cone_hyperparameters,
+                                    check_preference_length, labelled, preference, task_kinds)
 
 
 class UpgradState(NamedTuple):
@@ -42,42 +43,11 @@ class UpgradState(NamedTuple):
   weights: jnp.ndarray  # f32[T], the last step's w (0 before the first step)
 
 
-def regularized_gram(gram: jnp.ndarray, norm_eps: float, reg_eps: float) -> jnp.ndarray:
-  """f32[T, T]: G / trace(G) (0 if trace(G) < norm_eps) + reg_eps I, as torchjd's
-  `regularize(normalize(G, norm_eps), reg_eps)`."""
-  gram = jnp.asarray(gram, jnp.float32)
-  trace = jnp.trace(gram)
-  small = trace < norm_eps
-  normalized = jnp.where(small, 0.0, gram / jnp.where(small | (trace <= 0), 1.0, trace))
-  return normalized + reg_eps * jnp.eye(gram.shape[0], dtype=gram.dtype)
-
-
-def preference(pref_vector: Sequence[float] | None, mask: jnp.ndarray) -> jnp.ndarray:
-  """f32[T]: the preference p over the tasks in `mask` (uniform 1/#mask by default), 0 elsewhere."""
-  if pref_vector is None:
-    return jnp.where(mask, 1.0, 0.0) / jnp.maximum(mask.sum(), 1)
-  return jnp.where(mask, jnp.asarray(pref_vector, jnp.float32), 0.0)
-
-
-def check_hyperparameters(name: str, pref_vector, norm_eps: float, reg_eps: float):
-  """Raises ValueError for a bad preference vector or epsilon (shared with dualproj)."""
-  if not norm_eps >= 0 or not reg_eps > 0:
-    raise ValueError(f"{name} needs norm_eps >= 0 and reg_eps > 0; got {norm_eps}, {reg_eps}")
-  if pref_vector is not None and min(pref_vector) < 0:
-    raise ValueError(f"{name} needs pref_vector >= 0; got {tuple(pref_vector)}")
-
-
-def check_preference_length(name: str, pref_vector, num_tasks: int):
-  """Raises ValueError when the preference vector does not have one entry per task."""
-  if pref_vector is not None and len(pref_vector) != num_tasks:
-    raise ValueError(f"{name} has {len(pref_vector)} pref_vector entries for {num_tasks} tasks")
-
-
 def upgrad_weights(gram: jnp.ndarray, pref: jnp.ndarray, norm_eps: float = 1e-4,
                    reg_eps: float = 1e-4, iterations: int | None = None,
                    tol: float = solvers.DUAL_CONE_TOL) -> jnp.ndarray:
   """f32[T]: w = sum_i v^(i), v^(i) = argmin_{v >= p_i e_i} v^T G' v, G' the regularised G."""
-  quad = regularized_gram(gram, norm_eps, reg_eps)
+  quad = solvers.regularized_gram(gram, norm_eps, reg_eps)
   lowers = jnp.diag(jnp.asarray(pref, jnp.float32))
   solve = lambda lower: solvers.dual_cone_weights(quad, lower, iterations, tol)
   return jax.vmap(solve)(lowers).sum(axis=0)
@@ -96,7 +66,7 @@ def make(pref_vector: Sequence[float] | None = None, norm_eps: float = 1e-4,
     iterations: the active-set solver's iteration cap (None: 4T + 8).
     tol: the solver's relative tolerance on its multipliers.
   """
-  check_hyperparameters("upgrad", pref_vector, norm_eps, reg_eps)
+  check_dual_cone_hyperparameters("upgrad", pref_vector, norm_eps, reg_eps)
 
   def init(tasks) -> UpgradState:
     check_preference_length("upgrad", pref_vector, len(task_kinds(tasks)))
