@@ -108,7 +108,7 @@ class Inputs:
   backbone_variables: dict | None
   decode: Callable[[str], np.ndarray]
   setup: build_lib.Setup
-  user_modules: dict  # {"heads": {task: module}, "model": module}, the ones given
+  user_modules: dict  # the user's code given: "heads", "model", "task_losses" (callables)
 
 
 # MultiTaskTrainer argument -> the config key it sets (`None` leaves default_config()'s value).
@@ -239,6 +239,9 @@ def prepare(config: ml_collections.ConfigDict, train_labels: pd.DataFrame,
     warnings.warn("the backbone starts from random weights and train_fcn=False keeps them "
                   "frozen; pass train_fcn=True to train it", UserWarning, stacklevel=3)
   user_modules = {k: v for k, v in (("heads", heads), ("model", model)) if v is not None}
+  callables = {t.name: t.loss for t in tasks if callable(t.loss)}
+  if callables:
+    user_modules["task_losses"] = callables
   return Inputs(config, tasks, train, val, probe_files, probe_classes, module, variables,
                 decode, setup, user_modules)
 
@@ -528,11 +531,16 @@ class MultiTaskTrainer:
     return trainer
 
   @classmethod
-  def load(cls, logdir: str | os.PathLike, mesh=None, strategy=None) -> "MultiTaskTrainer":
+  def load(cls, logdir: str | os.PathLike, mesh=None, strategy=None, *,
+           heads: Mapping[str, nn.Module] | None = None, model: nn.Module | None = None,
+           task_losses: Mapping[str, Callable] | None = None) -> "MultiTaskTrainer":
     """The trainer saved in `logdir`, at its latest checkpoint.
 
+    A run given `heads=`, `model=` or callable `task_losses` saved them pickled; pass them
+    again where they could not be pickled (a lambda, a local class).
+
     Raises:
-      ConfigError: `logdir` holds no trainer run or no checkpoint.
+      ConfigError: `logdir` holds no trainer run or no checkpoint, or lacks the user's code.
     """
     logdir = os.fspath(logdir)
     run_path = os.path.join(logdir, _RUN_FILE)
@@ -541,7 +549,13 @@ class MultiTaskTrainer:
     with open(run_path, encoding="utf-8") as f:
       run_info = json.load(f)
     config = config_lib.complete(ml_collections.ConfigDict(run_info["config"]))
-    tasks = tuple(Task.from_json(t) for t in run_info["tasks"])
+    user_modules = {**_load_user_modules(logdir), **{k: v for k, v in (
+        ("heads", heads), ("model", model), ("task_losses", task_losses)) if v is not None}}
+    losses = user_modules.get("task_losses", {})
+    try:
+      tasks = tuple(Task.from_json(t, loss=losses.get(t["name"])) for t in run_info["tasks"])
+    except ValueError as e:
+      raise ConfigError(f"{_one_line(e)} (MultiTaskTrainer.load(..., task_losses=...))") from None
     with np.load(os.path.join(logdir, _DATA_FILE)) as saved:
       split = lambda name, names: Files(saved[f"{name}/paths"].astype(object),
                                         {n: saved[f"{name}/{n}"] for n in names})
@@ -549,11 +563,15 @@ class MultiTaskTrainer:
       downstream = split(DOWNSTREAM, [DOWNSTREAM]) if f"{DOWNSTREAM}/paths" in saved else None
     backbone_dir = os.path.join(logdir, _BACKBONE_DIR)
     module = backbones.load_module(backbone_dir) if os.path.isdir(backbone_dir) else None
-    user_modules = _load_user_modules(logdir)
     num_files = sum(len(f) for f in (train, val, downstream) if f is not None)
     decode = _cache_if_small(decoder(config.images), num_files,
                              (*config.images.imshape, config.images.num_channels))
-    setup = build_lib.build_setup(config, tasks, backbone=module, **user_modules,
+    if run_info.get("user_modules") and not set(run_info["user_modules"]) <= set(user_modules):
+      missing = sorted(set(run_info["user_modules"]) - set(user_modules))
+      raise ConfigError(f"{logdir!r} was trained with a user's {', '.join(missing)} that could "
+                        f"not be saved: pass them to MultiTaskTrainer.load")
+    setup = build_lib.build_setup(config, tasks, backbone=module, heads=user_modules.get("heads"),
+                                  model=user_modules.get("model"),
                                   steps_per_epoch=_sampler(config, tasks, train).steps_per_epoch)
     inputs = Inputs(config, tasks, train, val, downstream,
                     tuple(run_info.get("downstream_classes", ())), module, None, decode, setup,
@@ -600,7 +618,8 @@ class MultiTaskTrainer:
   def _run_info(self, config: ml_collections.ConfigDict | None = None) -> dict:
     info = {"tasks": [t.to_json() for t in self.tasks],
             "config": _jsonable((config or self.config).to_dict()),
-            "data_digest": _data_digest(self._inputs)}
+            "data_digest": _data_digest(self._inputs),
+            "user_modules": sorted(self._inputs.user_modules)}
     if self._inputs.downstream is not None:
       info["downstream_classes"] = Task(DOWNSTREAM, classes=self._inputs.downstream_classes
                                         ).to_json()["classes"]
@@ -630,8 +649,13 @@ class MultiTaskTrainer:
     if self._inputs.backbone is not None:
       backbones.save_module(os.path.join(self.logdir, _BACKBONE_DIR), self._inputs.backbone)
     if self._inputs.user_modules:
-      atomic.write_bytes(os.path.join(self.logdir, _USER_MODULES_FILE),
-                         pickle.dumps(self._inputs.user_modules))
+      try:
+        atomic.write_bytes(os.path.join(self.logdir, _USER_MODULES_FILE),
+                           pickle.dumps(self._inputs.user_modules))
+      except (pickle.PicklingError, AttributeError, TypeError) as e:
+        warnings.warn(f"the {', '.join(self._inputs.user_modules)} given cannot be saved "
+                      f"({_one_line(e)}); MultiTaskTrainer.load will need them passed again",
+                      UserWarning, stacklevel=3)
     arrays = {}
     for name in ("train", "val", DOWNSTREAM):
       files = getattr(self._inputs, name)
