@@ -1,8 +1,10 @@
-"""mtl_jax: multi-task learning with hard parameter sharing in JAX/Flax.
+"""mtl_jax: multi-task learning in JAX/Flax, for any model meeting `mtl_jax.models.base`.
 
     import mtl_jax as mj
     config = mj.default_config()
-    metrics = mj.train_and_evaluate(config, "/tmp/run")
+    metrics = mj.train_and_evaluate(config, "/tmp/run")                 # config.model.name
+    metrics = mj.train_and_evaluate(config, "/tmp/run", data=mj.from_arrays(x, labels),
+                                    backbone=B, heads={"digit": H1, "parity": H2})  # or model=M
 
     trainer = mj.MultiTaskTrainer(logdir, train_labels, val_labels, tasks, fcn)   # image files
     trainer.fit(10)
@@ -13,8 +15,9 @@ in a notebook, call `mtl_jax.cpu_tuning.apply()` before the first JAX computatio
 """
 
 from mtl_jax import cpu_tuning
-from mtl_jax import data, losses, models, viz, weighting
-from mtl_jax.config import ConfigError, default_config
+from mtl_jax import data, losses, metrics, models, sharding, tasks, viz, weighting
+from mtl_jax.config import default_config
+from mtl_jax.errors import ConfigError
 from mtl_jax.data import Dataset, from_arrays
 from mtl_jax.models.backbones import load_backbone, save_backbone
 from mtl_jax.tasks import Task
@@ -23,5 +26,5 @@ from mtl_jax.trainer import MultiTaskTrainer
 
 __all__ = ["ConfigError", "Dataset", "Interrupted", "MultiTaskTrainer", "NonFiniteLossError",
            "Task", "TrainState", "cpu_tuning", "data", "default_config", "from_arrays",
-           "load_backbone", "losses", "models", "save_backbone", "train_and_evaluate", "viz",
-           "weighting"]
+           "load_backbone", "losses", "metrics", "models", "save_backbone", "sharding", "tasks",
+           "train_and_evaluate", "viz", "weighting"]

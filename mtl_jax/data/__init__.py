@@ -28,8 +28,9 @@ def load(dataset_config) -> Dataset:
   return BUILTIN[dataset_config.name](dataset_config)
 
 
-__all__ = ["ArrayData", "BUILTIN", "Dataset", "StreamData", "Sampler", "Split", "balanced_probabilities", "cached",
-           "check_columns", "decode_image", "encode_frame", "eval_image_batches",
-           "find_bad_files", "from_arrays", "host_batches", "image_batches", "image_decoder",
-           "infer_tasks", "labelled_masks", "load", "load_digits", "load_synthetic",
-           "make_shapes", "pad_split", "split_arrays", "split_batches"]
+__all__ = ["ArrayData", "BUILTIN", "Dataset", "Sampler", "Split", "StreamData",
+           "balanced_probabilities", "cached", "check_columns", "decode_image", "encode_frame",
+           "eval_image_batches", "find_bad_files", "from_arrays", "host_batches",
+           "image_batches", "image_decoder", "infer_tasks", "labelled_masks", "load",
+           "load_digits", "load_synthetic", "make_shapes", "pad_split", "split_arrays",
+           "split_batches"]
