@@ -22,7 +22,6 @@ script calls `mtl_jax.cpu_tuning.apply()` before JAX starts, as `python -m mtl_j
 from __future__ import annotations
 
 import ast
-import json
 import os
 import sys
 from typing import Mapping, Sequence
@@ -39,6 +38,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
 import mtl_jax
+from mtl_jax import atomic
 from mtl_jax import cpu_tuning
 from mtl_jax import metrics as metrics_lib
 from mtl_jax import weighting
@@ -243,8 +243,7 @@ def main(argv):
           f"against equal weighting's seed mean. Methods: {', '.join(methods)}.\n")
   with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
     f.write(table + note)
-  with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
-    json.dump({"summary": summary, "runs": results}, f, indent=2)
+  atomic.write_json(os.path.join(out, "results.json"), {"summary": summary, "runs": results})
   plot_weights(curves, os.path.join(out, "weights.png"))
   print(table + note, flush=True)
 
