@@ -181,3 +181,37 @@ def test_a_task_parameter_is_found_by_its_name_suffix():
   assert base.owner_of(Towers(), ("tower_digit", "kernel"), ("digit", "parity")) == "digit"
   assert base.owner_of(Towers(), ("bottom", "kernel"), ("digit", "parity")) is None
   assert base.owner_of(Towers(), ("a_b", "x"), ("b", "a_b")) == "a_b"  # the longest match
+
+
+def test_config_model_name_and_kwargs_build_a_registered_model(tiny_config):
+  def towers(tasks, spec, width=4):
+    base.refuse_modules(spec, "towers", "backbone", "heads")
+    return Towers(tuple(t.name for t in tasks), width)
+
+  class Towers(nn.Module):
+    names: tuple
+    width: int
+    shared_modules = ("bottom",)
+
+    @nn.compact
+    def __call__(self, x, *, train=False):
+      z = nn.Dense(self.width, name="bottom")(x)
+      return {t: nn.Dense(2, name=f"tower_{t}")(z) for t in self.names}
+
+  models.REGISTRY["towers"] = towers
+  try:
+    tiny_config.model.name = "towers"
+    tiny_config.model.kwargs = {"width": 7}
+    setup = build.build_setup(mj.config.complete(tiny_config), TASKS[1:2])
+    assert setup.model.width == 7
+    tiny_config.model.kwargs = {"depth": 7}
+    with pytest.raises(mj.ConfigError, match="config.model: model 'towers': .*'depth'"):
+      build.build_setup(mj.config.complete(tiny_config), TASKS[1:2])
+    tiny_config.model.kwargs = {}
+    with pytest.raises(mj.ConfigError, match="model 'towers' builds its own backbone"):
+      build.build_setup(mj.config.complete(tiny_config), TASKS[1:2], backbone=Backbone())
+  finally:
+    del models.REGISTRY["towers"]
+  tiny_config.model.name = "nope"
+  with pytest.raises(mj.ConfigError, match="unknown config.model.name 'nope'"):
+    mj.config.validate(mj.config.complete(tiny_config), num_devices=1)
