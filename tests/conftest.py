@@ -1,18 +1,78 @@
-"""Shared test setup: 8 simulated CPU devices, the `slow` marker, small configs."""
+"""Shared test setup: 8 simulated CPU devices, one by default, a compilation cache, markers.
+
+- 8 simulated CPU devices exist, but `mtl_jax.sharding.make_mesh()` (the default mesh of
+  `train_and_evaluate`, the trainer and the data pipelines) spans one of them unless a test is
+  marked `@pytest.mark.sharded`: an 8-way partitioned program costs several times the compile
+  and run time of an unsplit one on 2 cores, for tests that are not about sharding. Tests of
+  sharding say so with the marker, or pass their own devices (`make_mesh(jax.devices())`).
+- JAX's persistent compilation cache, in a fresh directory per test session (so every session
+  starts cold, as a fresh clone does): a program compiled twice, in two tests, two xdist
+  workers, or the `python -m mtl_jax.main` subprocesses of a test (they inherit the
+  environment), is compiled once and loaded the second time. A cached executable is the one
+  XLA compiled, so no result changes; `JAX_COMPILATION_CACHE_DIR` set by the user is kept.
+- The slowest tests are collected first, so that `-n 2` does not end waiting on one of them.
+"""
 
 import os
+import shutil
+import tempfile
 
-# Before JAX is imported anywhere: tests shard over 8 simulated devices.
+# Before JAX is imported anywhere: 8 simulated devices for the tests of sharding.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the first process of the session (xdist's
+  # controller, or pytest without -n) makes the directory; workers and subprocesses inherit it.
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR = tempfile.mkdtemp(prefix="mtl_jax_jit_")
+  # Programs that compile in over 0.1 s (the default, 1 s, would leave most of ours out).
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+else:
+  _CACHE_DIR = None
 
 import pytest  # pylint: disable=wrong-import-position
+
+# Tests of over ~3 s (measured on 2 cores), started first. A renamed test only loses its place.
+_SLOW_FIRST = (
+    "test_multiprocess.py::",
+    "test_resume.py::",
+    "test_trainer.py::test_rerunning_fit_on_the_same_logdir_resumes_with_the_same_batches",
+    "test_trainer.py::test_the_shapes_config_trains_from_the_command_line",
+    "test_trainer.py::test_fit_evaluate_predict_save_and_load_round_trip",
+    "test_contract.py::test_a_user_model_resumes_exactly_from_its_checkpoint",
+    "test_gradients.py::test_gradient_path_trains_exactly_like_the_loss_path",
+)
 
 
 def pytest_configure(config):
   config.addinivalue_line(
       "markers", "slow: end-to-end runs of a few seconds to a minute (CI runs them too)")
+  config.addinivalue_line(
+      "markers", "sharded: the default mesh (sharding.make_mesh()) spans all 8 simulated "
+      "devices, not one: for tests of sharding")
+
+
+def pytest_unconfigure(config):  # pylint: disable=unused-argument
+  if _CACHE_DIR is not None:
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items):
+  """Moves the slowest tests to the front (stable: every xdist worker gets the same order)."""
+  rank = lambda item: next((i for i, prefix in enumerate(_SLOW_FIRST)
+                            if item.nodeid.split("/")[-1].startswith(prefix)), len(_SLOW_FIRST))
+  items.sort(key=rank)
+
+
+@pytest.fixture(autouse=True)
+def _one_device_mesh_by_default(request, monkeypatch):
+  """`sharding.make_mesh()` without devices spans one device, unless the test is `sharded`."""
+  if request.node.get_closest_marker("sharded"):
+    return
+  import jax  # pylint: disable=import-outside-toplevel
+  from mtl_jax import sharding  # pylint: disable=import-outside-toplevel
+  make_mesh = sharding.make_mesh
+  monkeypatch.setattr(sharding, "make_mesh", lambda devices=None: make_mesh(
+      jax.devices()[:1] if devices is None else devices))
 
 
 @pytest.fixture
