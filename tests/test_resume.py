@@ -1,10 +1,11 @@
 """Kill and resume from the command line: SIGKILL or SIGTERM mid-run, rerun, same final metrics.
 
 The suite's two end-to-end resume tests (each weighting method's state is checked at the state
-level in test_train.py), and a finished run rerun. The signal comes from inside the run, at a chosen moment: the
-command runs `mtl_jax.main` as `python -m` does, with `Checkpointer.save` wrapped to signal its
-own process once it has started writing one checkpoint. So the moment is exact and the runs can
-be short, where a signal from outside had to hit a run slowed down on purpose.
+level in test_train.py), and the rerun of a finished run. The signal comes from inside the run,
+at a chosen moment: the command runs `mtl_jax.main` as `python -m` does, with
+`Checkpointer.save` wrapped to signal its own process once it has started writing one
+checkpoint. So the moment is exact and the runs can be short, where a signal from outside had to
+hit a run slowed down on purpose.
 """
 
 import json
