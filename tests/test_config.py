@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -66,27 +67,89 @@ def test_task_weights_select_manual_weighting():
   assert config_lib.weighting_kwargs(config) == {"weights": (1.0, 0.5, 0.5)}
 
 
-def _cli(*args, devices=1):
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  return subprocess.run([sys.executable, "-m", "mtl_jax.main", *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=120, check=False)
+# ----------------------------------------------------------------------------------------------
+# The command line. One subprocess shows that a mistake prints one line and exits 2; the
+# messages of each kind of mistake are checked in this process, through the same functions.
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--config.optimiser.lr=1"], "unknown key config.optimiser.lr"),
-    (["--config.weighting=magic"], "unknown config.weighting 'magic'"),
-    (["--config.tasks=digit,colour"], "unknown task 'colour'"),
-    (["--config.optimizer.learning_rate=abc"], "could not convert string to float: 'abc'"),
-    (["--config.batch_size=100"], "config.batch_size=100 does not divide over the 8 devices"),
-    (["--config=configs/nope.py"], "config file not found: configs/nope.py"),
-    (["--config.weighting=uncertainty", "--config.weighting_kwargs.fomr=simple"],
-     "unexpected keyword argument 'fomr'"),
-])
-def test_command_line_mistakes_print_one_line_and_exit_2(tmp_path, args, message):
-  config = [] if any(a.startswith("--config=") for a in args) else ["--config=configs/digits.py"]
-  result = _cli(*config, f"--workdir={tmp_path}", *args, devices=8)
+def test_a_command_line_mistake_prints_one_line_and_exits_2(tmp_path):
+  # A mistake found deep inside: a free-form hyper-parameter the method does not take.
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  result = subprocess.run(
+      [sys.executable, "-m", "mtl_jax.main", "--config=configs/digits.py",
+       f"--workdir={tmp_path}", "--config.weighting=uncertainty",
+       "--config.weighting_kwargs.fomr=simple"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
   assert result.returncode == 2, result.stderr
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("mtl_jax: error:"), result.stderr
-  assert message in lines[0]
+  assert "unexpected keyword argument 'fomr'" in lines[0]
   assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.fixture
+def command_line(monkeypatch):
+  """`python -m mtl_jax.main`'s parsing in this process: args -> the config main() trains.
+
+  A mistake in the flags exits as there (SystemExit). absl's flags are global: the override
+  flags a parse defines are deleted after it, and every flag is unparsed.
+  """
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from mtl_jax import main  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(sys, "argv", list(sys.argv))  # main._parse_flags rewrites sys.argv
+  free_form = main._FREE_FORM_PREFIXES  # pylint: disable=protected-access
+  for prefix in free_form:
+    monkeypatch.setitem(free_form, prefix, {})
+  defined = set(flags.FLAGS)
+
+  def parse(*args):
+    try:
+      with warnings.catch_warnings():  # ml_collections loads the config file with load_module
+        warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
+        main._parse_flags(["mtl_jax.main", *args])  # pylint: disable=protected-access
+      config = config_lib.complete(main._CONFIG.value)  # pylint: disable=protected-access
+      config.weighting_kwargs.update(free_form["--config.weighting_kwargs."])
+      config.model.kwargs.update(free_form["--config.model.kwargs."])
+      return config
+    finally:
+      for name in set(flags.FLAGS) - defined:
+        delattr(flags.FLAGS, name)
+      flags.FLAGS.unparse_flags()
+
+  return parse
+
+
+DIGITS = f"--config={os.path.join(REPO, 'configs', 'digits.py')}"
+
+
+@pytest.mark.parametrize("args, message", [
+    ([DIGITS, "--config.optimiser.lr=1"], "unknown key config.optimiser.lr"),
+    ([DIGITS, "--config.optimizer.learning_rate=abc"],
+     "could not convert string to float: 'abc'"),
+    (["--config=configs/nope.py"], "config file not found: configs/nope.py"),
+])
+def test_flag_mistakes_exit_2_with_one_line(command_line, capsys, args, message):
+  with pytest.raises(SystemExit) as exit_:
+    command_line(*args, "--workdir=/unused")
+  assert exit_.value.code == 2
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("mtl_jax: error:"), lines
+  assert message in lines[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.weighting=magic"], "unknown config.weighting 'magic'"),
+    (["--config.tasks=digit,colour"], "unknown task 'colour'"),
+    (["--config.batch_size=100"], "config.batch_size=100 does not divide over the 8 devices"),
+    (["--config.weighting=uncertainty", "--config.weighting_kwargs.fomr=simple"],
+     "unexpected keyword argument 'fomr'"),
+])
+def test_config_mistakes_on_the_command_line_are_one_line_config_errors(command_line, tmp_path,
+                                                                       args, message):
+  """main() prints a ConfigError as one line and exits 2 (the subprocess test above)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from mtl_jax import sharding, train  # pylint: disable=import-outside-toplevel
+  config = command_line(DIGITS, f"--workdir={tmp_path}", *args)
+  with pytest.raises(ConfigError, match=message) as error:
+    train.train_and_evaluate(config, str(tmp_path), mesh=sharding.make_mesh(jax.devices()))
+  assert "\n" not in str(error.value)
