@@ -165,16 +165,6 @@ def test_the_next_step_warm_starts_from_the_last_solution():
                              rtol=1e-5)
 
 
-def test_jit_equals_eager():
-  method = weighting.get("fairgrad")
-  inputs = weighting.make_inputs(np.ones(3), grads=jnp.asarray(JACOBIANS["three_tasks"]))
-  state = method.init(3)
-  (w_eager, s_eager), (w_jit, s_jit) = method.update(state, inputs), jax.jit(method.update)(
-      state, inputs)
-  np.testing.assert_allclose(w_jit, w_eager, rtol=1e-5)
-  np.testing.assert_allclose(s_jit.normalized_weights, s_eager.normalized_weights, rtol=1e-5)
-
-
 def test_reads_only_the_gram_matrix_of_parameter_gradients():
   method = weighting.get("fairgrad")
   assert method.needs == "gram" and not method.allows_rep

@@ -107,18 +107,6 @@ def test_a_step_without_any_labels_leaves_the_state_unchanged():
   jax.tree.map(np.testing.assert_array_equal, after, state)
 
 
-def test_jit_equals_eager():
-  method = weighting.get("famo")
-  state = method.init(2)
-  for losses in ([1.0, 2.0], [0.5, 1.9]):
-    inputs = weighting.make_inputs(losses)
-    (w_eager, s_eager), (w_jit, s_jit) = method.update(state, inputs), jax.jit(
-        method.update)(state, inputs)
-    np.testing.assert_allclose(w_jit, w_eager, rtol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), s_jit, s_eager)
-    state = s_eager
-
-
 @pytest.mark.parametrize("kwargs", [{"lr": 0.0}, {"gamma": -1.0}, {"eps": 0.0}])
 def test_bad_hyperparameters_are_value_errors(kwargs):
   with pytest.raises(ValueError, match="famo"):

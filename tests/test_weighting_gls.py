@@ -51,13 +51,9 @@ def test_many_tiny_losses_do_not_underflow():
   assert np.isfinite(w).all() and (w > 0).all()
 
 
-def test_permuting_tasks_permutes_weights_and_jit_equals_eager():
-  method = weighting.get("gls")
-  inputs = weighting.make_inputs([0.5, 2.0, 1.0])
-  eager, _ = method.update(method.init(3), inputs)
-  jitted, _ = jax.jit(method.update)(method.init(3), inputs)
-  np.testing.assert_allclose(jitted, eager, rtol=1e-6)
-  np.testing.assert_allclose(_weights([1.0, 0.5, 2.0]), np.asarray(eager)[[2, 0, 1]], rtol=1e-6)
+def test_permuting_tasks_permutes_weights():
+  np.testing.assert_allclose(_weights([1.0, 0.5, 2.0]), _weights([0.5, 2.0, 1.0])[[2, 0, 1]],
+                             rtol=1e-6)
 
 
 def test_epsilon_must_be_positive():

@@ -106,18 +106,6 @@ def test_degenerate_gradients_give_finite_weights_on_the_simplex(grads):
     assert w[1] > w[0]
 
 
-def test_jit_equals_eager():
-  method = weighting.get("modo", gamma=0.1)
-  state = method.init(3)
-  for scale in (1.0, 2.0):
-    inputs = weighting.make_inputs(LOSSES, grads=J * scale)
-    (w_eager, s_eager), (w_jit, s_jit) = method.update(state, inputs), jax.jit(
-        method.update)(state, inputs)
-    np.testing.assert_allclose(w_jit, w_eager, rtol=1e-6)
-    np.testing.assert_allclose(s_jit.lambdas, s_eager.lambdas, rtol=1e-6)
-    state = s_eager
-
-
 @pytest.mark.parametrize("kwargs", [{"gamma": 0.0}, {"rho": -1.0}])
 def test_bad_hyperparameters_are_value_errors(kwargs):
   with pytest.raises(ValueError, match="modo"):

@@ -152,16 +152,6 @@ def test_huge_and_tiny_gradients_give_finite_clipped_updates():
     assert np.linalg.norm(weights @ (scale * jacobian)) <= 1.0 + 1e-5
 
 
-def test_jit_equals_eager():
-  method = weighting.get("nash_mtl")
-  inputs = weighting.make_inputs(np.ones(3), grads=jnp.asarray(JACOBIANS["three_tasks"]))
-  state = method.init(3)
-  (w_eager, s_eager), (w_jit, s_jit) = method.update(state, inputs), jax.jit(method.update)(
-      state, inputs)
-  np.testing.assert_allclose(w_jit, w_eager, rtol=1e-5)
-  np.testing.assert_allclose(s_jit.alpha, s_eager.alpha, rtol=1e-5)
-
-
 def test_reads_only_the_gram_matrix_of_parameter_gradients():
   method = weighting.get("nash_mtl")
   assert method.needs == "gram" and not method.allows_rep

@@ -109,16 +109,6 @@ def test_the_weights_do_not_depend_on_the_gradient_scale(scale):
   np.testing.assert_allclose(_weights(scale * jacobian), _weights(jacobian), rtol=1e-4)
 
 
-def test_jit_equals_eager():
-  method = weighting.get("pcgrad")
-  jacobian = jnp.asarray(np.random.default_rng(5).normal(size=(4, 3)), jnp.float32)
-  inputs = weighting.make_inputs(np.ones(4), [1, 1, 0, 1], key=jax.random.PRNGKey(7),
-                                 grads=jacobian)
-  state = method.init(4)
-  (w_eager, _), (w_jit, _) = method.update(state, inputs), jax.jit(method.update)(state, inputs)
-  np.testing.assert_allclose(w_jit, w_eager, rtol=1e-6)
-
-
 def test_pcgrad_reads_only_the_gram_matrix():
   method = weighting.get("pcgrad")
   assert method.needs == "gram" and not method.allows_rep

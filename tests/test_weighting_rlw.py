@@ -38,12 +38,3 @@ def test_tasks_without_labels_get_weight_zero_and_the_others_keep_their_draw():
   w = _weights(key, 3, counts=[0, 4, 0])
   np.testing.assert_array_equal(w[[0, 2]], 0.0)
   np.testing.assert_array_equal(w[1], _weights(key, 3)[1])  # not renormalised
-
-
-def test_jit_equals_eager():
-  method = weighting.get("rlw")
-  state = method.init(4)
-  inputs = weighting.make_inputs([1.0, 2.0, 3.0, 0.0], key=jax.random.PRNGKey(5))
-  eager = method.update(state, inputs)
-  jitted = jax.jit(method.update)(state, inputs)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), eager, jitted)

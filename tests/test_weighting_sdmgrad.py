@@ -2,7 +2,6 @@
 
 import itertools
 
-import jax
 import numpy as np
 import pytest
 from scipy import optimize
@@ -125,18 +124,6 @@ def test_degenerate_gradients_give_finite_weights_summing_to_one(grads):
   assert np.isfinite(w).all() and (w >= 0).all()
   np.testing.assert_allclose(w.sum(), 1.0, rtol=1e-6)
   np.testing.assert_allclose(np.sum(state.weights), 1.0, rtol=1e-6)
-
-
-def test_jit_equals_eager():
-  method = weighting.get("sdmgrad")
-  state = method.init(3)
-  for scale in (1.0, 2.0):
-    inputs = weighting.make_inputs(LOSSES, grads=J * scale)
-    (w_eager, s_eager), (w_jit, s_jit) = method.update(state, inputs), jax.jit(
-        method.update)(state, inputs)
-    np.testing.assert_allclose(w_jit, w_eager, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(s_jit.weights, s_eager.weights, rtol=1e-5, atol=1e-7)
-    state = s_eager
 
 
 @pytest.mark.parametrize("kwargs", [{"lamda": -1.0}, {"niter": 0}, {"lr": 0.0},

@@ -102,18 +102,6 @@ def test_warmup_defaults_come_from_steps_per_epoch():
   assert (int(state.warmup_steps), int(state.nadir_steps), float(state.mu)) == (36, 9, 1.0)
 
 
-def test_jit_equals_eager():
-  method = weighting.get("stch", **SCHEDULE)
-  state_eager = state_jit = method.init(2)
-  update = jax.jit(method.update)
-  for step, losses in enumerate(LOSSES):
-    inputs = weighting.make_inputs(losses, step=step)
-    w_eager, state_eager = method.update(state_eager, inputs)
-    w_jit, state_jit = update(state_jit, inputs)
-    np.testing.assert_allclose(w_jit, w_eager, rtol=1e-6)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), state_jit, state_eager)
-
-
 @pytest.mark.parametrize("kwargs, message", [
     ({}, "steps_per_epoch"),
     ({"mu": 0.0, **SCHEDULE}, "mu > 0"),
