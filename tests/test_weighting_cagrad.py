@@ -1,5 +1,8 @@
 """CAGrad (Liu et al., NeurIPS 2021): the best worst-case improvement near the mean gradient."""
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -8,11 +11,18 @@ from scipy import optimize
 from mtl_jax import weighting
 
 
+@functools.cache
+def _method(**kwargs):
+  """The method and its jitted update, built once per hyper-parameters (compiles are slow)."""
+  method = weighting.get("cagrad", **kwargs)
+  return method, jax.jit(method.update)
+
+
 def _weights(jacobian, counts=None, **kwargs):
   jacobian = jnp.asarray(jacobian, jnp.float32)
-  method = weighting.get("cagrad", **kwargs)
+  method, update = _method(**kwargs)
   inputs = weighting.make_inputs(np.ones(len(jacobian)), counts, grads=jacobian)
-  w, state = method.update(method.init(len(jacobian)), inputs)
+  w, state = update(method.init(len(jacobian)), inputs)
   return np.asarray(w, np.float64), state
 
 

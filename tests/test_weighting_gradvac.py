@@ -1,5 +1,7 @@
 """GradVac (Wang et al., ICLR 2021): pairwise gradient similarity raised to an EMA target."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,10 +11,21 @@ from mtl_jax import weighting
 from mtl_jax.weighting import base, gradvac
 
 
+@functools.cache
+def _method(name="gradvac", **kwargs):
+  """One method per hyper-parameters, so that tests share its compiled update."""
+  return weighting.get(name, **kwargs)
+
+
+@functools.cache
+def _update(method):
+  return jax.jit(method.update)
+
+
 def _step(method, state, jacobian, counts=None, key=None):
   jacobian = jnp.asarray(jacobian, jnp.float32)
   inputs = weighting.make_inputs(np.ones(len(jacobian)), counts, key=key, grads=jacobian)
-  w, state = method.update(state, inputs)
+  w, state = _update(method)(state, inputs)
   return np.asarray(w, np.float64), state
 
 
@@ -54,9 +67,9 @@ def test_a_corrected_pair_reaches_the_target_similarity_exactly():
 def test_the_first_step_is_pcgrad_because_the_targets_start_at_zero():
   jacobian = np.random.default_rng(0).normal(size=(4, 3))
   key = jax.random.PRNGKey(1)
-  method = weighting.get("gradvac")
+  method = _method()
   w, state = _step(method, method.init(4), jacobian, key=key)
-  pc = weighting.get("pcgrad")
+  pc = _method("pcgrad")
   w_pc, _ = _step(pc, pc.init(4), jacobian, key=key)
   np.testing.assert_allclose(w, w_pc, atol=1e-5)
   # Each task's first visit measures cos(g_i, g_j) before any correction: phi_hat = beta * cos.
@@ -69,7 +82,7 @@ def test_the_first_step_is_pcgrad_because_the_targets_start_at_zero():
 
 def test_three_steps_equal_algorithm_1_on_the_gradients():
   rng = np.random.default_rng(2)
-  method = weighting.get("gradvac", beta=0.3, tol=0.0)
+  method = _method(beta=0.3, tol=0.0)
   state = method.init(3)
   targets = np.zeros((3, 3))
   for step in range(3):
@@ -84,13 +97,13 @@ def test_three_steps_equal_algorithm_1_on_the_gradients():
 
 def test_pairs_above_their_target_pass_unchanged():
   jacobian = np.array([[1.0, 0.2], [0.3, 1.0]])  # cos > 0 = the initial target
-  method = weighting.get("gradvac")
+  method = _method()
   w, _ = _step(method, method.init(2), jacobian)
   np.testing.assert_array_equal(w, [1.0, 1.0])
 
 
 def test_identical_gradients_stay_uncorrected_as_their_target_tends_to_one():
-  method = weighting.get("gradvac")
+  method = _method()
   state = method.init(2)
   for step in range(40):
     w, state = _step(method, state, [[0.3, -1.7, 0.9], [0.3, -1.7, 0.9]],
@@ -104,14 +117,14 @@ def test_identical_gradients_stay_uncorrected_as_their_target_tends_to_one():
     ([[1.0, -2.0], [-1.0, 2.0]], [2.0, 2.0]),   # exactly opposite: the PCGrad projection, d = 0
 ])
 def test_degenerate_gradients(jacobian, weights):
-  method = weighting.get("gradvac")
+  method = _method()
   w, state = _step(method, method.init(2), jacobian)
   np.testing.assert_allclose(w, weights, atol=1e-6)
   assert np.isfinite(np.asarray(state.targets)).all()
 
 
 def test_a_task_without_labels_gets_weight_zero_and_keeps_its_targets():
-  method = weighting.get("gradvac")
+  method = _method()
   state = method.init(3)._replace(targets=jnp.full((3, 3), 0.2))
   jacobian = [[1.0, 0.0], [0.0, 0.0], [-1.0, 1.0]]
   w, new_state = _step(method, state, jacobian, counts=[2, 0, 2])
@@ -123,7 +136,7 @@ def test_a_task_without_labels_gets_weight_zero_and_keeps_its_targets():
 
 
 def test_gradvac_reads_only_the_gram_matrix():
-  method = weighting.get("gradvac")
+  method = _method()
   assert method.needs == "gram" and not method.allows_rep
 
 

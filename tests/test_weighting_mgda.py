@@ -1,5 +1,7 @@
 """MGDA (Sener & Koltun, NeurIPS 2018): the minimum-norm point of the convex hull of the gradients."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,12 +12,19 @@ from mtl_jax import weighting
 from mtl_jax.weighting import solvers
 
 
+@functools.cache
+def _method(**kwargs):
+  """The method and its jitted update, built once per hyper-parameters (compiles are slow)."""
+  method = weighting.get("mgda", **kwargs)
+  return method, jax.jit(method.update)
+
+
 def _weights(jacobian, losses=None, counts=None, **kwargs):
   jacobian = np.asarray(jacobian, np.float32)
-  method = weighting.get("mgda", **kwargs)
+  method, update = _method(**kwargs)
   losses = np.ones(len(jacobian)) if losses is None else losses
-  w, _ = method.update(method.init(len(jacobian)),
-                       weighting.make_inputs(losses, counts, grads=jnp.asarray(jacobian)))
+  w, _ = update(method.init(len(jacobian)),
+                weighting.make_inputs(losses, counts, grads=jnp.asarray(jacobian)))
   return np.asarray(w, np.float64)
 
 

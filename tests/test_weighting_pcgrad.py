@@ -1,5 +1,7 @@
 """PCGrad (Yu et al., NeurIPS 2020): conflicting gradients projected onto each other's normal plane."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,11 +11,18 @@ from mtl_jax import weighting
 from mtl_jax.weighting import base, pcgrad
 
 
+@functools.cache
+def _method(**kwargs):
+  """The method and its jitted update, built once per hyper-parameters (compiles are slow)."""
+  method = weighting.get("pcgrad", **kwargs)
+  return method, jax.jit(method.update)
+
+
 def _weights(jacobian, counts=None, key=None):
   jacobian = jnp.asarray(jacobian, jnp.float32)
-  method = weighting.get("pcgrad")
+  method, update = _method()
   inputs = weighting.make_inputs(np.ones(len(jacobian)), counts, key=key, grads=jacobian)
-  w, _ = method.update(method.init(len(jacobian)), inputs)
+  w, _ = update(method.init(len(jacobian)), inputs)
   return np.asarray(w, np.float64)
 
 
