@@ -107,19 +107,21 @@ def test_each_example_draws_its_own_augmentation():
 
 
 FEW_OPTIONS = {"flip_left_right": True, "rot90": True, "zoom_scale": 0.3, "gaussian_noise": 0.1}
+FEW_IMAGES = 8  # a batch the 8 devices split; the next three tests share its compiled augment
 
 
 def test_it_runs_inside_a_jit_compiled_step():
-  augment_batch, images = augment.make_augment(FEW_OPTIONS), _random_images()
+  augment_batch, images = augment.make_augment(FEW_OPTIONS), _random_images(FEW_IMAGES)
   step = jax.jit(lambda key, images: augment_batch(jax.random.fold_in(key, 7), images).sum())
   expected = augment_batch(jax.random.fold_in(KEY, 7), images).sum()
   assert float(step(KEY, images)) == pytest.approx(float(expected), rel=1e-6)
 
 
 def test_a_batch_sharded_over_devices_gives_the_same_result():
+  assert jax.device_count() == FEW_IMAGES
   mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))  # as mtl_jax.sharding makes it
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-  augment_batch, images = augment.make_augment(FEW_OPTIONS), _random_images(jax.device_count())
+  augment_batch, images = augment.make_augment(FEW_OPTIONS), _random_images(FEW_IMAGES)
   sharded = augment_batch(KEY, jax.device_put(images, sharding))
   np.testing.assert_allclose(np.asarray(sharded), np.asarray(augment_batch(KEY, images)),
                              atol=1e-6)
@@ -128,7 +130,7 @@ def test_a_batch_sharded_over_devices_gives_the_same_result():
 def test_a_batch_under_explicit_sharding_gives_the_same_result():
   mesh = jax.make_mesh((jax.device_count(),), ("data",))  # explicit axes by default
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-  augment_batch, images = augment.make_augment(FEW_OPTIONS), _random_images(jax.device_count())
+  augment_batch, images = augment.make_augment(FEW_OPTIONS), _random_images(FEW_IMAGES)
   with jax.set_mesh(mesh):
     sharded = augment_batch(KEY, jax.device_put(images, sharding))
   assert sharded.sharding.spec[0] == "data"
@@ -169,9 +171,10 @@ def test_rot90_turns_a_non_square_image_by_0_or_180_degrees():
 @pytest.mark.parametrize("bilinear", [False, True])
 def test_flips_and_turns_resample_exactly_like_numpy(bilinear):
   image = np.asarray(_random_images(height=6, width=6)[0])
+  resample = jax.jit(lambda flip_rows, flip_cols, turns: augment.resample(
+      jnp.asarray(image), augment.geometry_matrix(flip_rows, flip_cols, turns, 1.0), bilinear))
   def transformed(flip_rows, flip_cols, turns):
-    matrix = augment.geometry_matrix(flip_rows, flip_cols, turns, 1.0)
-    return np.asarray(augment.resample(jnp.asarray(image), matrix, bilinear))
+    return np.asarray(resample(flip_rows, flip_cols, turns))
   np.testing.assert_array_equal(transformed(1, -1, 0), image[:, ::-1])
   np.testing.assert_array_equal(transformed(-1, 1, 0), image[::-1])
   for k in range(4):
