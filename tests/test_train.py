@@ -1,10 +1,12 @@
 """The train loop: sharding, the Python API, final metrics, non-finite losses."""
 
+import functools
 import json
 import os
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -117,8 +119,35 @@ def test_dispatches_end_on_every_logging_evaluation_and_checkpoint_step():
   assert train.dispatch_chunks(5, 10, 4, (5,)) == train.dispatch_chunks(0, 10, 4, (5,))[2:]
 
 
-def _weighting_kwargs(name):
-  return {"manual": {"weights": (1.0, 0.5, 0.5)}}.get(name, {})
+def _resume_config(name):
+  """A small digits run with `name`'s weighting and 40% of the labels missing."""
+  config = mj.default_config()
+  config.model.shared_layers, config.model.task_layers = (8,), ()  # little to compile
+  config.dataset.missing_fraction = 0.4
+  config.weighting = name
+  config.weighting_kwargs = {"manual": {"weights": (1.0, 0.5, 0.5)}}.get(name, {})
+  return mj.config.complete(config)
+
+
+@functools.cache
+def _fresh_state_of_equal_weighting():
+  """create_train_state's fresh state of the run, built once: the model's init compiles for most
+  of a second, and is the same whatever the weighting."""
+  config = _resume_config("equal")
+  dataset = data_lib.load(config.dataset)
+  setup = build.build_setup(config, dataset.tasks)
+  return train.create_train_state(setup, config.seed, dataset.train.inputs[:1],
+                                  sharding.make_mesh(jax.devices()[:1]))
+
+
+def _fresh_state(setup, mesh):
+  """The fresh state of the run with `setup`'s weighting: its state from its own init, as
+  create_train_state makes it, in fresh buffers (a train step donates its state)."""
+  fresh = _fresh_state_of_equal_weighting()
+  shapes = train._state_shapes(setup, fresh.params)  # pylint: disable=protected-access
+  weighting_state = setup.weighting.init(setup.tasks, **shapes)
+  fresh = fresh.replace(opt_state=fresh.opt_state._replace(weighting=weighting_state))
+  return jax.device_put(jax.tree.map(jnp.array, fresh), sharding.replicated(mesh))
 
 
 def _train_chunk(train_fn, state, source, sampler, first, length, mesh):
@@ -128,19 +157,14 @@ def _train_chunk(train_fn, state, source, sampler, first, length, mesh):
 
 
 @pytest.mark.parametrize("name", sorted(mj.weighting.REGISTRY))
-def test_a_restored_checkpoint_continues_exactly_for_every_weighting(tmp_path, tiny_config,
-                                                                     name):
+def test_a_restored_checkpoint_continues_exactly_for_every_weighting(tmp_path, name):
   """State saved at step 10 and restored, weighting state included, continues bit for bit.
 
   The two end-to-end resumes (a run killed, or stopped by SIGTERM, then rerun) are in
   test_resume.py; here, the train state of every method through the Checkpointer.
   """
   from mtl_jax import checkpoint  # pylint: disable=import-outside-toplevel
-  tiny_config.weighting = name
-  tiny_config.weighting_kwargs = _weighting_kwargs(name)
-  tiny_config.dataset.missing_fraction = 0.4
-  tiny_config.model.shared_layers, tiny_config.model.task_layers = (8,), ()  # less to compile
-  config = mj.config.complete(tiny_config)
+  config = _resume_config(name)
   mesh = sharding.make_mesh(jax.devices()[:1])
   dataset = data_lib.load(config.dataset)
   sampler = data_lib.Sampler(len(dataset.train), 32, config.seed)
@@ -148,8 +172,7 @@ def test_a_restored_checkpoint_continues_exactly_for_every_weighting(tmp_path, t
   train_fn = train.make_train_fn(setup, mesh, on_device=True)
   source = jax.device_put(dataset.train.batch(np.arange(len(dataset.train))),
                           sharding.replicated(mesh))
-  fresh = train.create_train_state(setup, config.seed, dataset.train.inputs[:1], mesh)
-  middle = _train_chunk(train_fn, fresh, source, sampler, 0, 10, mesh)
+  middle = _train_chunk(train_fn, _fresh_state(setup, mesh), source, sampler, 0, 10, mesh)
   checkpoints = checkpoint.Checkpointer(str(tmp_path), keep=1)
   checkpoints.save(10, middle, {"tasks": []})
   checkpoints.wait()
