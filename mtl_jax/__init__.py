@@ -14,8 +14,9 @@ allocator settings) is one call, made by `python -m mtl_jax.main` and the experi
 in a notebook, call `mtl_jax.cpu_tuning.apply()` before the first JAX computation.
 """
 
-from mtl_jax import cpu_tuning
-from mtl_jax import data, losses, metrics, models, sharding, tasks, viz, weighting
+# `cpu_tuning` is exported, not applied: its `apply()` belongs to the process's entry point.
+from mtl_jax import (cpu_tuning, data, losses, metrics, models, sharding, tasks, viz,
+                     weighting)
 from mtl_jax.config import default_config
 from mtl_jax.errors import ConfigError
 from mtl_jax.data import Dataset, from_arrays
