@@ -35,11 +35,12 @@ import pytest  # pylint: disable=wrong-import-position
 _SLOW_FIRST = (
     "test_multiprocess.py::",
     "test_resume.py::",
-    "test_trainer.py::test_rerunning_fit_on_the_same_logdir_resumes_with_the_same_batches",
+    "test_user_models.py::test_forty_binary_attributes_with_missing_cells",
+    "test_gradients.py::test_each_tasks_row_of_j_is_the_jacobian_of_its_loss",
     "test_trainer.py::test_the_shapes_config_trains_from_the_command_line",
+    "test_trainer.py::test_rerunning_fit_on_the_same_logdir_resumes_with_the_same_batches",
     "test_trainer.py::test_fit_evaluate_predict_save_and_load_round_trip",
-    "test_contract.py::test_a_user_model_resumes_exactly_from_its_checkpoint",
-    "test_gradients.py::test_gradient_path_trains_exactly_like_the_loss_path",
+    "test_user_models.py::test_the_trainer_takes_a_whole_user_model",
 )
 
 
