@@ -140,7 +140,8 @@ def test_plain_frank_wolfe_reaches_the_same_point_within_its_gap():
                              np.asarray(away.weights) @ jacobian, atol=5e-3)
 
 
-def test_jit_equals_eager():
+def test_jit_equals_eager_with_loss_plus_normalization():
+  """The default (no normalization) is checked with every method in test_weighting_properties.py."""
   method = weighting.get("mgda", normalization="loss+")
   jacobian = jnp.asarray(np.random.default_rng(7).normal(size=(4, 6)), jnp.float32)
   inputs = weighting.make_inputs([0.3, 1.0, 2.0, 0.7], [3, 0, 2, 5], grads=jacobian)
