@@ -104,10 +104,13 @@ def test_sigterm_saves_a_checkpoint_exits_0_and_resumes_exactly(tmp_path, uninte
   assert final == uninterrupted
 
 
-def test_rerunning_a_finished_run_changes_nothing(tmp_path, tiny_config, one_device):
+def test_rerunning_a_finished_run_changes_nothing(tmp_path, tiny_config, one_device, caplog):
   import mtl_jax as mj  # pylint: disable=import-outside-toplevel
   final = mj.train_and_evaluate(tiny_config, str(tmp_path), mesh=one_device)
-  saved = _saved_steps(tmp_path)
-  assert mj.train_and_evaluate(tiny_config, str(tmp_path), mesh=one_device) == final
-  assert _saved_steps(tmp_path) == saved == [100, 200]
+  checkpoints = lambda: {p.name: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").iterdir()}
+  saved = checkpoints()
+  with caplog.at_level("INFO", logger="absl"):
+    assert mj.train_and_evaluate(tiny_config, str(tmp_path), mesh=one_device) == final
+  assert "Resuming from the checkpoint of step 200" in caplog.text  # nothing left to train
+  assert _saved_steps(tmp_path) == [100, 200] and checkpoints() == saved  # none written
   assert json.loads((tmp_path / "final_metrics.json").read_text()) == final
