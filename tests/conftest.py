@@ -13,6 +13,7 @@
 - The slowest tests are collected first, so that `-n 2` does not end waiting on one of them.
 """
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -22,12 +23,12 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the first process of the session (xdist's
-  # controller, or pytest without -n) makes the directory; workers and subprocesses inherit it.
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR = tempfile.mkdtemp(prefix="mtl_jax_jit_")
+  # controller, or pytest without -n) makes the directory, and removes it when it exits; workers
+  # and subprocesses inherit it.
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir = tempfile.mkdtemp(prefix="mtl_jax_jit_")
+  atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
   # Programs that compile in over 0.1 s (the default, 1 s, would leave most of ours out).
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
-else:
-  _CACHE_DIR = None
 
 import pytest  # pylint: disable=wrong-import-position
 
@@ -50,11 +51,6 @@ def pytest_configure(config):
   config.addinivalue_line(
       "markers", "sharded: the default mesh (sharding.make_mesh()) spans all 8 simulated "
       "devices, not one: for tests of sharding")
-
-
-def pytest_unconfigure(config):  # pylint: disable=unused-argument
-  if _CACHE_DIR is not None:
-    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items):
