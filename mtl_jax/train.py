@@ -185,6 +185,15 @@ def _task_gradient_grads(setup: Setup, state: TrainState, inputs, labels, dropou
   return grads, task_grads.losses, weights, weighting_state, model_state, gram
 
 
+def _regularizer_grads(setup: Setup, state: TrainState, inputs, dropout_key):
+  """The gradient of the model's own penalty (`regularizer`), added to the weighted one."""
+  def penalty(params):
+    value, _ = _apply(setup, params, state.model_state, state.frozen, inputs, train=True,
+                      rng=dropout_key, method="regularizer")
+    return value
+  return jax.grad(penalty)(state.params)
+
+
 def train_step(setup: Setup, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
   """One step: forward, per-task losses, weights (from the losses, or from the per-task
   gradients for gradient methods), the combined gradient, the optimizer update."""
@@ -197,6 +206,8 @@ def train_step(setup: Setup, state: TrainState, batch: dict) -> tuple[TrainState
   combine = _loss_weighted_grads if setup.grad_wrt is None else _task_gradient_grads
   grads, losses, weights, weighting_state, model_state, gram = combine(
       setup, state, inputs, batch["labels"], dropout_key, weighting_inputs)
+  if models.base.has_regularizer(setup.model):
+    grads = jax.tree.map(jnp.add, grads, _regularizer_grads(setup, state, inputs, dropout_key))
   updates, opt_state = setup.tx.update(grads, state.opt_state.optimizer, state.params)
   new_state = state.replace(
       step=state.step + 1, params=optax.apply_updates(state.params, updates),

@@ -94,3 +94,12 @@ class FrozenTrunk(nn.Module):
   def __call__(self, x, *, train=False):
     z = self.encode(x, train=train)
     return self.decode({t: z for t in self.tasks}, train=train)
+
+
+class Regularized(PerTaskReps):
+  """PerTaskReps with a penalty of its own on the gates' logits (as DSelect-k's entropy)."""
+  strength: float = 0.3
+
+  def regularizer(self, x, *, train=False):
+    x = x.reshape(x.shape[0], -1)
+    return self.strength * sum(jnp.mean(self.gates[t](x) ** 2) for t in self.tasks)

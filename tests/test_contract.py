@@ -15,7 +15,7 @@ import mtl_jax as mj
 from mtl_jax import build, sharding, train, weighting
 from mtl_jax.tasks import Task
 
-from contract_models import CrossStitch, PerTaskReps
+from contract_models import CrossStitch, PerTaskReps, Regularized
 
 TASKS = (Task("a", "classification", ("x", "y", "z")), Task("b", "regression"))
 HYPERPARAMETERS = {"manual": {"weights": (1.0, 0.5)}}
@@ -27,6 +27,9 @@ BATCH = {"inputs": RNG.normal(size=(8, 5)).astype(np.float32),
 
 def _config(name, **kwargs):
   config = mj.config.complete(mj.default_config())
+  config.optimizer.name = "sgd"
+  config.optimizer.momentum = 0.0
+  config.optimizer.learning_rate = 1.0
   config.weighting = name
   config.weighting_kwargs = {**HYPERPARAMETERS.get(name, {}), **kwargs}
   return config
@@ -78,6 +81,19 @@ def test_a_model_with_one_representation_per_task_trains_on_every_gradient_path(
 @pytest.mark.parametrize("model", [PerTaskReps, lambda: mj.models.get("hps", TASKS)])
 def test_the_representation_mode_runs_on_whatever_representation_the_model_has(model):
   _assert_trained(*_one_step(model(), "mgda", grad_wrt="rep"))
+
+
+@pytest.mark.parametrize("name", ["equal", "mgda"])
+def test_a_models_own_penalty_adds_its_gradient_to_the_weighted_one(name):
+  before, plain, _ = _one_step(PerTaskReps(), name)
+  _, regularized, _ = _one_step(Regularized(), name)
+  model = Regularized()
+  penalty = jax.grad(lambda p: model.apply({"params": p}, jnp.asarray(BATCH["inputs"]),
+                                           method="regularizer"))(before)
+  # Plain SGD with rate 1: the step is minus the gradient.
+  jax.tree.map(lambda p, r, g: np.testing.assert_allclose(p - r, g, rtol=1e-4, atol=1e-6),
+               plain.params, regularized.params, penalty)
+  assert np.abs(jax.tree.leaves(penalty["gates_a"])[0]).max() > 0
 
 
 def test_gradient_diagnostics_log_the_gram_matrix_of_a_model_without_encode_decode():

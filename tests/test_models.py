@@ -54,12 +54,12 @@ def test_each_head_has_its_own_hidden_layers_on_one_shared_trunk():
   model = models.HardParameterSharing(tasks=TASKS[:2], shared_layers=(16, "r"),
                                       task_layers=(8,))
   params = _init(model, jnp.ones((2, 5)))["params"]
-  assert set(params) == {"shared", "head_digit", "head_parity", "out_digit", "out_parity"}
+  assert set(params) == {"shared", "head_digit", "head_parity"}
   assert set(params["shared"]) == {"dense_0", "residual_1"}
+  assert set(params["head_digit"]) == {"layers", "out"}
   owners = base.param_owners(model, params, ("digit", "parity"))
   assert {p[0]: o for p, o in owners.items()} == {
-      "shared": None, "head_digit": "digit", "out_digit": "digit", "head_parity": "parity",
-      "out_parity": "parity"}
+      "shared": None, "head_digit": "digit", "head_parity": "parity"}
 
 
 def test_decode_of_encode_is_the_whole_model():

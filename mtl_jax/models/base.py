@@ -28,6 +28,11 @@ the split (cross-stitch networks) trains with every method through the generic p
 of the whole model mapped over the T one-hot cotangents of the loss vector, restricted to the
 shared parameters (T backward passes of the whole model).
 
+Optionally `regularizer(inputs, *, train) -> f32[]`: a penalty the optimizer minimises beside
+the weighted task losses, outside the weighting (DSelect-k's entropy term on its gates). Its
+gradient is added to every parameter's gradient, unweighted, by one more backward pass over
+what it reads.
+
 Optionally `features(inputs) -> f32[B, D]`, the representation a linear probe reads. By
 default it is `encode`'s output pooled over space (the model's `global_pooling`, else the
 average) and concatenated over tasks when there is one per task.
@@ -74,6 +79,11 @@ def refuse_modules(spec: ModelSpec, model: str, *names: str) -> None:
 def has_split(model: nn.Module) -> bool:
   """Whether the model exposes the encoder/decoder split (`encode` and `decode`)."""
   return callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None))
+
+
+def has_regularizer(model: nn.Module) -> bool:
+  """Whether the model adds a penalty of its own to the objective (`regularizer`)."""
+  return callable(getattr(model, "regularizer", None))
 
 
 def owner_of(model: nn.Module, path: Sequence[str], task_names: Sequence[str]) -> str | None:

@@ -8,7 +8,7 @@ The model every multi-task paper compares against, and the one a researcher buil
                                                                       "parity": nn.Dense(2)})
 
 The backbone and the shared layers are shared (`shared_modules`); everything under a head's
-name belongs to its task. The representation Z, read by every head, is the output of the
+name (`head_<task>`, `heads_<task>`) belongs to its task. The representation Z, read by every head, is the output of the
 shared layers.
 """
 
@@ -17,12 +17,12 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from mtl_jax.models.backbones import BACKBONE, call_backbone
+from mtl_jax.models import parts
+from mtl_jax.models.backbones import BACKBONE
 from mtl_jax.models.base import ModelSpec, pooled
-from mtl_jax.models.specs import SpecStack, global_pool
+from mtl_jax.models.specs import SpecStack
 from mtl_jax.tasks import Task
 
 SHARED = "shared"
@@ -54,15 +54,6 @@ class HardParameterSharing(nn.Module):
 
   shared_modules = (BACKBONE, SHARED)
 
-  def owner(self, path: Sequence[str]) -> str | None:
-    """None for the backbone and shared layers; the task of `head_<t>`, `out_<t>`, `heads_<t>`."""
-    if path[0] in self.shared_modules:
-      return None
-    for task in self.tasks:
-      if path[0] in (f"head_{task.name}", f"out_{task.name}", f"heads_{task.name}"):
-        return task.name
-    raise ValueError(f"HardParameterSharing has no parameter {'/'.join(path)!r}")
-
   def __call__(self, x: jnp.ndarray, *, train: bool = False) -> dict:
     return self._forward(x, None, train, "all")
 
@@ -78,41 +69,29 @@ class HardParameterSharing(nn.Module):
     """Z pooled over space (`global_pooling`): what a linear probe reads."""
     return pooled(self._forward(x, None, False, "encode"), self.global_pooling)
 
+  @property
+  def spec(self) -> ModelSpec:
+    return ModelSpec(tuple(self.backbone_spec), tuple(self.shared_layers),
+                     tuple(self.task_layers), self.dropout_rate, self.global_pooling,
+                     freeze_backbone=self.freeze_backbone)
+
   @nn.compact
   def _forward(self, x, reps, train: bool, part: str):
+    spec = self.spec
     if part != "decode":
-      rep = self._trunk(x, train)
+      x = parts.apply_backbone(spec, self.backbone, x, train=train)
+      rep = SpecStack(tuple(self.shared_layers), self.dropout_rate, name=SHARED)(x, train=train)
       if part == "encode":
         return rep
       reps = {task.name: rep for task in self.tasks}
-    return {task.name: self._head(task, reps[task.name], train) for task in self.tasks}
-
-  def _trunk(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    backbone_train = train and not self.freeze_backbone
-    if self.backbone is not None:
-      x = call_backbone(self.backbone, x, backbone_train)
-    else:
-      x = SpecStack(self.backbone_spec, self.dropout_rate, name=BACKBONE)(x, train=backbone_train)
-    if self.freeze_backbone:
-      x = jax.lax.stop_gradient(x)
-    return SpecStack(self.shared_layers, self.dropout_rate, name=SHARED)(x, train=train)
-
-  def _head(self, task: Task, rep: jnp.ndarray, train: bool) -> jnp.ndarray:
-    if self.heads is not None:
-      return call_backbone(self.heads[task.name], rep, train)
-    h = SpecStack(self.task_layers, self.dropout_rate, name=f"head_{task.name}")(rep, train=train)
-    h = global_pool(h, self.global_pooling)
-    return nn.Dense(task.output_size, name=f"out_{task.name}")(h)
+    return {task.name: parts.apply_head(spec, self.heads, task, reps[task.name], train=train)
+            for task in self.tasks}
 
 
 def make(tasks: Sequence[Task], spec: ModelSpec) -> HardParameterSharing:
   """The registry's factory (`config.model.name = "hps"`)."""
-  heads = spec.heads
-  if heads is not None:
-    names = [t.name for t in tasks]
-    if sorted(heads) != sorted(names):
-      raise ValueError(f"heads are given for {sorted(heads)}, but the tasks are {names}")
-    heads = {t: heads[t] for t in names}
-  return HardParameterSharing(tuple(tasks), tuple(spec.backbone_spec), tuple(spec.shared_layers),
-                              tuple(spec.task_layers), spec.dropout_rate, spec.global_pooling,
-                              spec.backbone, spec.freeze_backbone, heads)
+  fields = parts.module_fields(tasks, spec)
+  return HardParameterSharing(tuple(tasks), fields["spec"].backbone_spec,
+                              fields["spec"].shared_layers, fields["spec"].task_layers,
+                              spec.dropout_rate, spec.global_pooling, spec.backbone,
+                              spec.freeze_backbone, fields["heads"])
