@@ -12,7 +12,8 @@ from typing import Callable, Sequence
 
 import flax.linen as nn
 
-from mtl_jax.models import base, hps
+from mtl_jax.models import (base, cgc, cross_stitch, dselect_k, hps, ltb, mmoe, mtan, parts,
+                            ple)
 from mtl_jax.models.base import ModelSpec
 from mtl_jax.models.backbones import load_backbone, save_backbone
 from mtl_jax.models.hps import HardParameterSharing
@@ -22,6 +23,13 @@ from mtl_jax.tasks import Task
 
 REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "hps": hps.make,
+    "mmoe": mmoe.make,
+    "cgc": cgc.make,
+    "ple": ple.make,
+    "dselect_k": dselect_k.make,
+    "cross_stitch": cross_stitch.make,
+    "mtan": mtan.make,
+    "ltb": ltb.make,
 }
 
 
