@@ -2,7 +2,7 @@
 run a user's model from the command line (as a researcher registers theirs in a launcher):
 
     python tests/cli_with_test_models.py --config=configs/digits.py \
-        --config.model.name=cross_stitch --config.tasks=digit,parity --workdir=...
+        --config.model.name=two_column_stitch --config.tasks=digit,parity --workdir=...
 """
 
 import os
@@ -18,14 +18,14 @@ from mtl_jax import cpu_tuning, main, models
 import contract_models
 
 
-def cross_stitch(tasks, spec):
+def two_column_stitch(tasks, spec):
   """The two-task cross-stitch network of contract_models, sized from the tasks."""
-  models.base.refuse_modules(spec, "cross_stitch", "backbone", "heads")
+  models.base.refuse_modules(spec, "two_column_stitch", "backbone", "heads")
   return contract_models.CrossStitch(tuple(t.name for t in tasks),
                                      tuple(t.output_size for t in tasks))
 
 
 if __name__ == "__main__":
-  models.REGISTRY["cross_stitch"] = cross_stitch
+  models.REGISTRY["two_column_stitch"] = two_column_stitch
   cpu_tuning.apply()
   app.run(main.main, flags_parser=main._parse_flags)  # pylint: disable=protected-access

@@ -31,7 +31,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # configs/digits.py with these overrides: a short run of a small model, for the claim is about
 # how steps and metrics are reduced, not about size.
 OVERRIDES = {"num_steps": 20, "log_every": 10, "eval_every": 10, "checkpoint_every": 10,
-             "steps_per_dispatch": 10, "model.name": "cross_stitch", "tasks": "digit,parity",
+             "steps_per_dispatch": 10, "model.name": "two_column_stitch", "tasks": "digit,parity",
              "weighting": "mgda"}
 FLAGS = ("--config=configs/digits.py", *(f"--config.{k}={v}" for k, v in OVERRIDES.items()))
 TIMEOUT_S = 300
@@ -94,12 +94,12 @@ def test_two_processes_of_two_devices_match_one_process_of_four(tmp_path):
   logs = {"process 0 of 2": tmp_path / "2x2.0.log", "process 1 of 2": tmp_path / "2x2.1.log"}
   procs = {name: (_launch(multi, log, 2, *distributed, f"--process_id={i}"), log)
            for i, (name, log) in enumerate(logs.items())}
-  models.REGISTRY["cross_stitch"] = cli_with_test_models.cross_stitch
+  models.REGISTRY["two_column_stitch"] = cli_with_test_models.two_column_stitch
   try:
     want = mj.train_and_evaluate(_config(), str(tmp_path / "1x4"),
                                  mesh=sharding.make_mesh(jax.devices()[:4]))
   finally:
-    del models.REGISTRY["cross_stitch"]
+    del models.REGISTRY["two_column_stitch"]
     _wait_all(procs)
 
   got = json.loads((multi / "final_metrics.json").read_text())
