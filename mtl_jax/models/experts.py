@@ -1,0 +1,176 @@
+"""The building blocks of the mixture-of-experts architectures (MMoE, CGC, PLE, DSelect-k).
+
+Experts are *batched*: a bank of E experts is one `SpecStack` vectorised over a leading expert
+axis (`nn.vmap`, parameters stacked as `[E, ...]`), so the E experts run as a few large
+operations (one matmul or convolution per layer over all experts), not a Python loop:
+
+    bank = expert_bank(spec.shared_layers, spec.dropout_rate, 8, train=train,
+                       name="experts")       # inside a compact method
+    f = bank(x)                                  # x: [B, ...] -> f: [E, B, ...]
+    g = softmax_gate(gate_input(x), 8, name="gate_digit")   # [B, E], rows sum to 1
+    z = mix(g, f)                                # [B, ...]: sum_e g[:, e] f[e]
+
+The same bank takes one input read by every expert (`per_expert_inputs=False`) or one input per
+expert (`[E, B, ...]`). Experts built from a spec of ints are Dense+ReLU stacks on vectors and
+3x3-conv stacks on images (`mtl_jax.models.specs`); the mixtures of feature maps keep their
+shape. A bank's parameters sit under its name with the `SpecStack` under `layers`:
+`params[name]["layers"]["dense_0"]["kernel"]` has shape `[E, D_in, D_out]`.
+
+Gates read a flat vector per example (`gate_input`: the experts' input flattened to `[B, D]`).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from mtl_jax.models import parts
+from mtl_jax.models.backbones import BACKBONE
+from mtl_jax.models.base import ModelSpec
+from mtl_jax.models.specs import SpecStack
+from mtl_jax.tasks import Task
+
+__all__ = ["EXPERTS", "expert_bank", "MixtureModel", "check_count", "gate_input", "mix",
+           "mix_banks", "model_fields", "softmax_gate"]
+
+EXPERTS = "experts"  # the name of the shared expert bank (MMoE, CGC, DSelect-k)
+
+
+class _Expert(nn.Module):
+  """One expert: the spec's layers. `train` is an attribute because `nn.vmap` passes no
+  keyword arguments."""
+  spec: Sequence[Any]
+  dropout_rate: float
+  train: bool
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    return SpecStack(tuple(self.spec), self.dropout_rate, name="layers")(x, train=self.train)
+
+
+def _vmapped(per_expert_inputs: bool, num_experts: int):
+  return nn.vmap(_Expert, in_axes=0 if per_expert_inputs else None, out_axes=0,
+                 variable_axes={"params": 0},
+                 split_rngs={"params": True, "dropout": True}, axis_size=num_experts)
+
+
+def expert_bank(spec: Sequence[Any], dropout_rate: float, num_experts: int, *, train: bool,
+                name: str, per_expert_inputs: bool = False) -> nn.Module:
+  """Inside a compact method: `num_experts` experts of `spec` evaluated together, a module
+  named `name` mapping [B, ...] (or [E, B, ...] with `per_expert_inputs`) to [E, B, ...].
+  Each expert has its own parameters (initialised independently) and its own dropout masks."""
+  return _vmapped(per_expert_inputs, num_experts)(tuple(spec), dropout_rate, train, name=name)
+
+
+def gate_input(x: jnp.ndarray) -> jnp.ndarray:
+  """f32[B, D]: what a gate reads, `x` flattened per example."""
+  return x.reshape(x.shape[0], -1)
+
+
+def softmax_gate(x_flat: jnp.ndarray, num_experts: int, *, name: str) -> jnp.ndarray:
+  """Inside a compact method: softmax(Dense(x_flat)) over `num_experts`, f32[B, E] (a Dense
+  named `name`)."""
+  return nn.softmax(nn.Dense(num_experts, name=name)(x_flat), axis=-1)
+
+
+def mix(weights: jnp.ndarray, experts: jnp.ndarray) -> jnp.ndarray:
+  """sum_e weights[b, e] * experts[e, b, ...]: weights f32[B, E], experts f32[E, B, ...]."""
+  return jnp.einsum("be,eb...->b...", weights, experts)
+
+
+def mix_banks(weights: jnp.ndarray, banks: Sequence[jnp.ndarray]) -> jnp.ndarray:
+  """`mix` over the concatenation of `banks` along the expert axis (weights f32[B, sum E_i]),
+  without materialising the concatenation: one einsum per bank."""
+  out, start = None, 0
+  for bank in banks:
+    if bank.shape[0] == 0:
+      continue
+    part = mix(weights[:, start:start + bank.shape[0]], bank)
+    out = part if out is None else out + part
+    start += bank.shape[0]
+  if start != weights.shape[-1]:
+    raise ValueError(f"{weights.shape[-1]} gate weights for {start} experts")
+  return out
+
+
+def check_count(model: str, key: str, value: Any, *, minimum: int) -> int:
+  """`value` as an int >= minimum, else ValueError naming `key` (bools and floats refused)."""
+  if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+      or value < minimum):
+    raise ValueError(f"model {model!r}: {key} must be an integer >= {minimum}, got {value!r}")
+  return int(value)
+
+
+class MixtureModel(nn.Module):
+  """What the four mixture-of-experts models share: backbone -> gated expert mixtures
+  {task: Z_t} -> one head per task, and the contract's methods around one compact `_forward`
+  (so `__call__`, `encode`, `decode`, `gates` read the same parameters).
+
+  A subclass defines `_route(h, *, train, part)`: from the backbone's output `h`, the
+  mixtures {task: Z_t} (part "all" or "encode"), its gates {gate name: f32[B, E]} ("gates"),
+  or anything else its own methods ask for. Its parameters are the backbone (`BACKBONE`), the
+  shared experts (`EXPERTS`), and modules named `<something>_<task>` for each task.
+
+  Attributes:
+    tasks: the tasks, in order.
+    spec: the layer specs (`parts.layer_spec`): backbone_spec, shared_layers (one expert),
+      task_layers (each tower's hidden layers), dropout_rate, global_pooling, freeze_backbone.
+    backbone: a user's module replacing `spec.backbone_spec` (shared, under `BACKBONE`).
+    heads: {task: a user's module} replacing the spec-built towers.
+  """
+  tasks: Sequence[Task]
+  spec: ModelSpec = ModelSpec()
+  backbone: nn.Module | None = None
+  heads: Any = None
+
+  shared_modules = (BACKBONE, EXPERTS)
+
+  def __call__(self, x: jnp.ndarray, *, train: bool = False) -> dict:
+    return self._forward(x, None, train, "all")
+
+  def encode(self, x: jnp.ndarray, *, train: bool = False) -> dict:
+    """{task: Z_t}: each task's gated mixture of expert outputs ([B, D] or [B, H, W, C])."""
+    return self._forward(x, None, train, "encode")
+
+  def decode(self, reps, *, train: bool = False) -> dict:
+    """{task: output}: tower t on reps[t]."""
+    return self._forward(None, reps, train, "decode")
+
+  def gates(self, x: jnp.ndarray, *, train: bool = False) -> dict:
+    """{gate name: f32[B, E]}: each gate's weights over the experts it mixes."""
+    return self._forward(x, None, train, "gates")
+
+  @property
+  def global_pooling(self) -> str:
+    return self.spec.global_pooling
+
+  def _route(self, h: jnp.ndarray, *, train: bool, part: str):
+    raise NotImplementedError
+
+  @nn.compact
+  def _forward(self, x, reps, train: bool, part: str):
+    if part != "decode":
+      h = parts.apply_backbone(self.spec, self.backbone, x, train=train)
+      routed = self._route(h, train=train, part=part)
+      if part != "all":
+        return routed
+      reps = routed
+    return {task.name: parts.apply_head(self.spec, self.heads, task, reps[task.name],
+                                        train=train)
+            for task in self.tasks}
+
+  def bank(self, num_experts: int, *, train: bool, name: str,
+           per_expert_inputs: bool = False) -> nn.Module:
+    """An `expert_bank` of `num_experts` experts of `spec.shared_layers` (call it inside
+    `_route`)."""
+    return expert_bank(self.spec.shared_layers, self.spec.dropout_rate, num_experts,
+                       train=train, name=name, per_expert_inputs=per_expert_inputs)
+
+
+def model_fields(tasks: Sequence[Task], spec: ModelSpec) -> dict:
+  """{"tasks", "spec", "backbone", "heads"}: a factory's keyword arguments for a
+  `MixtureModel`."""
+  return {"tasks": tuple(tasks), **parts.module_fields(tasks, spec)}
