@@ -17,47 +17,15 @@ from mtl_jax import build, gradients, models, train, weighting
 from mtl_jax.models import base
 from mtl_jax.tasks import Task
 
+from contract_models import CrossStitch, PerTaskReps
+
 TASKS = (Task("a", "classification", ("x", "y", "z")), Task("b", "regression"))
 NAMES = ("a", "b")
 X = jax.random.normal(jax.random.PRNGKey(0), (10, 5))
+# The jitted functions under test compile with LLVM -O0: a third less compile time.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 LABELS = {"a": jnp.array([0, 1, 2, -1, 0, 1, 2, 0, 1, -1]),
           "b": jnp.array([0.5, jnp.nan, 1.0, 2.0, 0.0, 1.0, jnp.nan, 0.3, 0.2, 0.1])}
-
-
-class PerTaskReps(nn.Module):
-  """A split model with one representation per task (as MMoE's gated mixtures)."""
-  shared_modules = ("expert_0", "expert_1")
-
-  def setup(self):
-    self.expert_0, self.expert_1 = nn.Dense(6), nn.Dense(6)
-    self.gate_a, self.gate_b = nn.Dense(2), nn.Dense(2)
-    self.out_a, self.out_b = nn.Dense(3), nn.Dense(1)
-
-  def encode(self, x, *, train=False):
-    experts = jnp.stack([nn.tanh(self.expert_0(x)), nn.tanh(self.expert_1(x))], axis=1)
-    mix = lambda gate: jnp.einsum("be,bed->bd", nn.softmax(gate(x)), experts)
-    return {"a": mix(self.gate_a), "b": mix(self.gate_b)}
-
-  def decode(self, reps, *, train=False):
-    return {"a": self.out_a(reps["a"]), "b": self.out_b(reps["b"])}
-
-  def __call__(self, x, *, train=False):
-    return self.decode(self.encode(x, train=train), train=train)
-
-
-class CrossStitch(nn.Module):
-  """No encode/decode: two columns whose activations are mixed by a shared unit."""
-
-  def owner(self, path):
-    return {"stitch": None, "column_a": "a", "column_b": "b", "out_a": "a",
-            "out_b": "b"}[path[0]]
-
-  @nn.compact
-  def __call__(self, x, *, train=False):
-    ha, hb = nn.tanh(nn.Dense(6, name="column_a")(x)), nn.tanh(nn.Dense(6, name="column_b")(x))
-    alpha = self.param("stitch", lambda _: jnp.array([[0.9, 0.1], [0.1, 0.9]]))
-    ma, mb = alpha[0, 0] * ha + alpha[0, 1] * hb, alpha[1, 0] * ha + alpha[1, 1] * hb
-    return {"a": nn.Dense(3, name="out_a")(ma), "b": nn.Dense(1, name="out_b")(mb)}
 
 
 def _registered(name):
@@ -76,7 +44,7 @@ def _setup(model, weighting_name="graddrop", grad_wrt="params"):
 
 
 def _state(model):
-  params = model.init(jax.random.PRNGKey(1), X)["params"]
+  params = jax.jit(model.init, compiler_options=FAST_COMPILE)(jax.random.PRNGKey(1), X)["params"]
   return train.TrainState(step=jnp.int32(0), params=params, model_state={}, opt_state=None,
                           rng=jax.random.PRNGKey(2), task_weights=jnp.zeros(2),
                           task_gram=jnp.zeros((2, 2)))
@@ -84,6 +52,17 @@ def _state(model):
 
 def _losses(model, params):
   return mj.losses.task_losses(TASKS, model.apply({"params": params}, X), LABELS)[0]
+
+
+def _jacobian(model, params):
+  """{leaf: [T, ...]}: jax.jacrev of the loss vector, the reference."""
+  return jax.jit(jax.jacrev(lambda p: _losses(model, p)), compiler_options=FAST_COMPILE)(params)
+
+
+def _task_gradients(setup, state):
+  """The production path, jitted as in training (without its combining function)."""
+  return jax.jit(lambda s: train._task_gradients(setup, s, X, LABELS, None)._replace(
+      combine_shared=None), compiler_options=FAST_COMPILE)(state)
 
 
 def _close(a, b):
@@ -94,10 +73,9 @@ def _close(a, b):
 def test_each_tasks_row_of_j_is_the_jacobian_of_its_loss_wrt_the_shared_params(name):
   model = MODELS[name]()
   setup, state = _setup(model), _state(model)
-  got = jax.jit(lambda s: train._task_gradients(setup, s, X, LABELS, None)._replace(
-      combine_shared=None))(state)
+  got = _task_gradients(setup, state)
   owners = base.param_owners(model, state.params, NAMES)
-  jacobian = jax.jacrev(lambda p: _losses(model, p))(state.params)   # leaves [T, ...]
+  jacobian = _jacobian(model, state.params)
   shared, task_params = base.split_params(jacobian, owners)
   _close(got.task_grads, shared)
   flat = flax.traverse_util.flatten_dict(task_params)
@@ -109,10 +87,10 @@ def test_each_tasks_row_of_j_is_the_jacobian_of_its_loss_wrt_the_shared_params(n
 def test_task_gates_inside_the_encoder_leave_the_dense_gram_path_exact():
   model = MODELS["per_task_reps"]()
   state = _state(model)
-  got = train._task_gradients(_setup(model, "mgda"), state, X, LABELS, None)
+  got = _task_gradients(_setup(model, "mgda"), state)
   assert got.gram is not None
   owners = base.param_owners(model, state.params, NAMES)
-  jacobian = jax.jacrev(lambda p: _losses(model, p))(state.params)
+  jacobian = _jacobian(model, state.params)
   shared, task_params = base.split_params(jacobian, owners)
   np.testing.assert_allclose(got.gram, weighting.gram_matrix(shared), rtol=1e-5, atol=1e-7)
   own = {p: j[NAMES.index(owners[p])] for p, j in flax.traverse_util.flatten_dict(
@@ -124,12 +102,12 @@ def test_task_gates_inside_the_encoder_leave_the_dense_gram_path_exact():
 def test_rep_mode_rows_are_the_jacobian_wrt_the_representation(name):
   model = MODELS[name]()
   setup, state = _setup(model, grad_wrt="rep"), _state(model)
-  got = train._task_gradients(setup, state, X, LABELS, None)
+  got = _task_gradients(setup, state)
   variables = {"params": state.params}
   rep = model.apply(variables, X, method="encode")
   decode_losses = lambda r: mj.losses.task_losses(
       TASKS, model.apply(variables, base.per_task_reps(r, NAMES), method="decode"), LABELS)[0]
-  _close(got.task_grads, jax.jacrev(decode_losses)(rep))
+  _close(got.task_grads, jax.jit(jax.jacrev(decode_losses), compiler_options=FAST_COMPILE)(rep))
 
 
 @pytest.mark.parametrize("grad_wrt", ["params", "rep"])
@@ -156,7 +134,7 @@ def test_gram_only_gives_the_gram_of_the_jacobian_without_building_it():
   got = train._task_gradients(_setup(model, "mgda"), state, X, LABELS, None)
   assert got.gram is not None  # an all-Dense encoder: the dense-layer path
   owners = base.param_owners(model, state.params, NAMES)
-  jacobian = base.split_params(jax.jacrev(lambda p: _losses(model, p))(state.params), owners)[0]
+  jacobian = base.split_params(_jacobian(model, state.params), owners)[0]
   np.testing.assert_allclose(got.gram, weighting.gram_matrix(jacobian), rtol=1e-5, atol=1e-7)
   full = train._task_gradients(_setup(model, "graddrop"), state, X, LABELS, None)
   assert full.gram is None  # a method that reads J itself gets J
