@@ -120,12 +120,12 @@ TRAINER_KEYS = {
     "skip_bad_files": "images.skip_bad_files", "shared_layers": "model.shared_layers",
     "task_layers": "model.task_layers", "dropout_rate": "model.dropout_rate",
     "global_pooling": "model.global_pooling", "train_fcn": "model.train_backbone",
-    "lr": "optimizer.learning_rate", "batch_size": "batch_size",
+    "lr": "optimizer.learning_rate", "batch_size": "batch_size", "architecture": "model.name",
 }
 
 
 def trainer_config(tasks: Sequence[str], fcn: Any = None, *, task_types=None, task_losses=None,
-                   task_weights=None, augment=None, lr_decay=None,
+                   task_weights=None, augment=None, lr_decay=None, architecture_kwargs=None,
                    **arguments) -> ml_collections.ConfigDict:
   """The configuration (`mtl_jax.config` schema) that `MultiTaskTrainer`'s arguments describe:
   `default_config()` with the arguments given (not None) set, so a trainer and a config file
@@ -151,6 +151,8 @@ def trainer_config(tasks: Sequence[str], fcn: Any = None, *, task_types=None, ta
       for b in blocks:
         block = block[b]
       block[key] = tuple(value) if isinstance(value, (list, tuple)) else value
+    name = "architecture_kwargs"
+    c.model.kwargs = ml_collections.ConfigDict(dict(architecture_kwargs or {}))
     name = "task_types"
     c.images.task_types = ml_collections.ConfigDict(dict(task_types or {}))
     name = "task_losses"
@@ -439,6 +441,9 @@ class MultiTaskTrainer:
       representation to its task's output.
     model: a whole multi-task module (`mtl_jax.models.base`'s contract) instead of `fcn`,
       `shared_layers`, `task_layers` and `heads`.
+    architecture: a registered architecture (`mtl_jax.models.REGISTRY`) built on `fcn`, with
+      `shared_layers` as its experts, columns or stages and the heads as its towers ["hps"].
+    architecture_kwargs: its hyper-parameters, e.g. {"num_experts": 4}.
     shared_layers: layer spec after the backbone, shared by all tasks [(256,)].
     task_layers: layer spec of each head before its global pooling and Dense output [(64,)].
     task_weights: None (equal), a list of fixed weights, "adaptive" (uncertainty weighting,
@@ -483,6 +488,8 @@ class MultiTaskTrainer:
   def __init__(self, logdir: str | os.PathLike, train_labels: pd.DataFrame,
                val_labels: pd.DataFrame, tasks: Sequence[str], fcn: Any = None, *,
                heads: Mapping[str, nn.Module] | None = None, model: nn.Module | None = None,
+               architecture: str | None = None,
+               architecture_kwargs: Mapping[str, Any] | None = None,
                shared_layers: Sequence[Any] | None = None,
                task_layers: Sequence[Any] | None = None,
                task_weights: str | Sequence[float] | None = None,
@@ -506,6 +513,7 @@ class MultiTaskTrainer:
         tasks, fcn, task_types=task_types,
         task_losses={k: v for k, v in (task_losses or {}).items() if isinstance(v, str)},
         task_weights=task_weights, augment=augment, lr_decay=lr_decay,
+        architecture_kwargs=architecture_kwargs, architecture=architecture,
         shared_layers=shared_layers, task_layers=task_layers, balance_probs=balance_probs,
         imshape=imshape, num_channels=num_channels, batch_size=batch_size,
         num_parallel_calls=num_parallel_calls, notes=notes, filepaths=filepaths,
