@@ -143,6 +143,11 @@ def test_flag_mistakes_exit_2_with_one_line(command_line, capsys, args, message)
     (["--config.batch_size=100"], "config.batch_size=100 does not divide over the 8 devices"),
     (["--config.weighting=uncertainty", "--config.weighting_kwargs.fomr=simple"],
      "unexpected keyword argument 'fomr'"),
+    (["--config.model.name=mmeo"], "unknown config.model.name 'mmeo'"),
+    (["--config.model.name=mmoe", "--config.model.kwargs.num_expert=8"],
+     "config.model: model 'mmoe'.*unexpected keyword argument 'num_expert'"),
+    (["--config.model.name=mmoe", "--config.model.kwargs.num_experts=0"],
+     "config.model: .*num_experts"),
 ])
 def test_config_mistakes_on_the_command_line_are_one_line_config_errors(command_line, tmp_path,
                                                                        args, message):
