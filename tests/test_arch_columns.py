@@ -127,7 +127,7 @@ def test_a_cross_stitch_unit_mixes_the_columns_as_h_t_equals_sum_over_s_of_alpha
     np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-6)
 
 
-def test_cross_stitch_starts_at_the_papers_convex_mixture_and_has_no_encoder():
+def test_cross_stitch_starts_at_the_papers_convex_mixture_and_has_no_encoder_but_features():
   model = models.get("cross_stitch", TASKS + (Task("c", "regression"),), _spec())
   params = _init(model, 5, VECTORS)["params"]
   np.testing.assert_allclose(params["stitch_1"], [[0.9, 0.05, 0.05], [0.05, 0.9, 0.05],
@@ -136,6 +136,8 @@ def test_cross_stitch_starts_at_the_papers_convex_mixture_and_has_no_encoder():
   owners = base.param_owners(model, params, ("a", "b", "c"))
   assert {p[0] for p, o in owners.items() if o is None} == {"backbone", "stitch_0", "stitch_1"}
   assert {p[0] for p, o in owners.items() if o == "b"} == {"column_b", "head_b"}
+  # A linear probe reads every task's last stitched stage (width 4), concatenated.
+  assert base.features(model, {"params": params}, VECTORS).shape == (5, 3 * 4)
 
 
 def _mtan_with_masks_fixed_to_one(params):

@@ -31,7 +31,8 @@ No encoder/decoder split: a representation per task would be the last stage's st
 activations, and column t's parameters would sit inside the encoder, but through the stitch
 units they shape every task's representation, not only task t's, which the contract
 (`mtl_jax.models.base`) forbids of task parameters inside an encoder. So this model trains with
-every weighting through the generic path (the VJP of the whole model per task).
+every weighting through the generic path (the VJP of the whole model per task). A linear
+probe reads `features`: the h'_t of the last stage, pooled and concatenated.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import jax.numpy as jnp
 
 from mtl_jax.models import parts
 from mtl_jax.models.backbones import BACKBONE
-from mtl_jax.models.base import ModelSpec
+from mtl_jax.models.base import ModelSpec, pooled
 from mtl_jax.models.specs import SpecStack, parse_spec
 from mtl_jax.tasks import Task
 
@@ -150,8 +151,17 @@ class CrossStitch(nn.Module):
       return lambda _: jnp.broadcast_to(matrix[:, :, None], (num, num, channels))
     return lambda _: matrix
 
-  @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool = False) -> dict:
+    return self._forward(x, train, "all")
+
+  def features(self, x: jnp.ndarray) -> jnp.ndarray:
+    """What a linear probe reads: every task's stitched last stage h'_t, pooled over space
+    (`global_pooling`) and concatenated in task order."""
+    h = self._forward(x, False, "features")
+    return jnp.concatenate([pooled(h[i], self.global_pooling) for i in range(h.shape[0])], -1)
+
+  @nn.compact
+  def _forward(self, x: jnp.ndarray, train: bool, part: str):
     spec, names = self.spec, [t.name for t in self.tasks]
     stages = stages_of(spec.shared_layers)
     x = parts.apply_backbone(spec, self.backbone, x, train=train)
@@ -171,6 +181,8 @@ class CrossStitch(nn.Module):
         h = jnp.einsum("tsc,sb...c->tb...c", alpha, h)
       else:
         h = jnp.einsum("ts,sb...->tb...", alpha, h)
+    if part == "features":
+      return h
     return {task.name: parts.apply_head(spec, self.heads, task, h[i], train=train)
             for i, task in enumerate(self.tasks)}
 
