@@ -11,7 +11,8 @@ a sample from the categorical distribution softmax(theta_i[c]) made differentiab
 are the task heads: one node per task, each choosing its parent in the last layer the same way,
 so two tasks share every layer above the point where their paths split. After the search the
 tree is fixed to the most probable parents (the argmax of every theta) and trained on as that
-tree; evaluation (`train=False`) always runs the current argmax tree.
+tree (every node is still computed, batched; the ones off every task's path get no
+gradient); evaluation (`train=False`) always runs the current argmax tree.
 
     backbone (optional, shared) -> layer 0: branches nodes, all read the backbone's output
                                 -> layer i: branches nodes, each picks one node of layer i - 1
@@ -41,7 +42,8 @@ resumes exactly). Call s (0-based) of `apply(..., train=True, mutable=...)` runs
 
 Only calls with `train=True` and the collection mutable advance the counter. Applied without
 the collection (a bare `{"params": ...}`), the model cannot tell where the search stands and
-runs the fixed tree. `parents(model, params)` reads the current tree; `branch_probabilities`
+runs the fixed tree. `search_steps` counts training steps, not epochs: set it to a part of
+`num_steps` (the default, 1000, is half of the digits config's 2000). `parents(model, params)` reads the current tree; `branch_probabilities`
 the distributions it is the argmax of.
 
 **Ownership.** The backbone, the tree's nodes and the layers' logits are shared (any task may
