@@ -11,7 +11,9 @@ and the mixed h'_t is what column t's next stage (or task t's head) reads. With
 multiplied elementwise). alpha starts at `init_self` on the diagonal and `init_other` off it;
 the paper's best start (Sec. 5.1) is (0.9, 0.1) for two tasks, so the default `init_other` is
 (1 - init_self) / (T - 1), rows summing to one for any T; `init_self=1, init_other=0` starts
-the network as T independent single-task networks.
+the network as T independent single-task networks. The paper (Sec. 5.2) also trains alpha
+with a learning rate 10^2 to 10^3 times the network's, under SGD; here alpha shares the
+optimizer's (Adam, the default, scales each parameter's step by itself).
 
     x -> backbone (shared) -> [stage 1 of every column -> stitch 1] -> ... -> [stage J ->
          stitch J] -> h'_t -> head t

@@ -3,16 +3,16 @@ with Attention", CVPR 2019).
 
 A shared trunk and, per task, a soft attention module at every stage of it that selects the
 task's features from the trunk's. With p^(j) the trunk's output at stage j (shared), task t's
-attended features are (the paper's Eq. 1 and 2)
+attended features are (the paper's Sec. 3, task-specific attention module)
 
     a_t^(1) = h_t^(1)(g_t^(1)(p^(1)))
-    a_t^(j) = h_t^(j)(g_t^(j)([p^(j); f^(j)(a^_t^(j-1))]))        j = 2 .. J
-    a^_t^(j) = a_t^(j) * p^(j)                                       (elementwise)
+    a_t^(j) = h_t^(j)(g_t^(j)([p^(j); f^(j)(A_t^(j-1))]))        j = 2 .. J
+    A_t^(j) = a_t^(j) * p^(j)                                    (elementwise)
 
 g_t: a 1x1 conv (images) or Dense (vectors) of `attention_ratio` x the stage's width, ReLU;
 h_t: a 1x1 conv or Dense of the stage's width, sigmoid, so every mask entry lies in (0, 1);
 f^(j): a 3x3 conv (images) or Dense (vectors) to stage j's width, ReLU, then as many 2x2 max
-pools as stage j has, so that it matches p^(j)'s resolution. Task t's head reads a^_t^(J).
+pools as stage j has, so that it matches p^(j)'s resolution. Task t's head reads A_t^(J).
 As in the authors' code (`encoder_block_att`, one module list for every task), f^(j) is
 shared by the tasks; g_t and h_t are task t's. The paper computes a block's mask from the
 block's first layer's output and applies it to the block's output; here a stage's mask is
@@ -23,14 +23,14 @@ Stages: `spec.shared_layers` split by `cross_stitch.stages_of` (every width star
 the tokens after it join it; (256,) is one stage, (32, "p", 64, "p") two).
 
 With every mask fixed to one (h_t's kernel zero and its bias large, say 100: sigmoid(100) is
-1.0 in float32) a^_t^(J) = p^(J) for every task: the model is hard parameter sharing with
+1.0 in float32) A_t^(J) = p^(J) for every task: the model is hard parameter sharing with
 the same backbone, trunk and heads (`mtl_jax.models.hps`).
 
 Parameters: the backbone (`backbone`), the trunk (`shared`, stage j under `stage_<j>`) and
 the f^(j) (`shared_f_<j>`) are shared; `attention_<t>` (g_t^(j) and h_t^(j) as `g_<j>`,
 `h_<j>`) and the head belong to task t. The tasks' attention modules are evaluated together,
 stacked on a task axis under `jax.vmap`. The encoder/decoder split exists: `encode` returns
-{task: a^_t^(J)}; task t's attention parameters sit inside the encoder but shape only Z_t, as
+{task: A_t^(J)}; task t's attention parameters sit inside the encoder but shape only Z_t, as
 the contract (`mtl_jax.models.base`) allows. `attention_masks(x)` returns the masks.
 """
 
@@ -104,7 +104,7 @@ class MTAN(nn.Module):
     return self._forward(x, None, train, "all")
 
   def encode(self, x: jnp.ndarray, *, train: bool = False) -> dict:
-    """{task: Z_t}: the task's attended features of the last stage, a^_t^(J)."""
+    """{task: Z_t}: the task's attended features of the last stage, A_t^(J)."""
     return self._forward(x, None, train, "encode")
 
   def decode(self, reps: Mapping[str, jnp.ndarray], *, train: bool = False) -> dict:
