@@ -4,11 +4,11 @@ Experts are *batched*: a bank of E experts is one `SpecStack` vectorised over a 
 axis (`nn.vmap`, parameters stacked as `[E, ...]`), so the E experts run as a few large
 operations (one matmul or convolution per layer over all experts), not a Python loop:
 
-    bank = expert_bank(spec.shared_layers, spec.dropout_rate, 8, train=train,
-                       name="experts")       # inside a compact method
-    f = bank(x)                                  # x: [B, ...] -> f: [E, B, ...]
-    g = softmax_gate(gate_input(x), 8, name="gate_digit")   # [B, E], rows sum to 1
-    z = mix(g, f)                                # [B, ...]: sum_e g[:, e] f[e]
+    # inside a compact method
+    bank = expert_bank(spec.shared_layers, spec.dropout_rate, 8, train=train, name="experts")
+    f = bank(x)                                              # [B, ...] -> [E, B, ...]
+    g = softmax_gate(gate_input(x), 8, name="gate_digit")    # [B, E], rows sum to 1
+    z = mix(g, f)                                            # [B, ...]: sum_e g[:, e] f[e]
 
 The same bank takes one input read by every expert (`per_expert_inputs=False`) or one input per
 expert (`[E, B, ...]`). Experts built from a spec of ints are Dense+ReLU stacks on vectors and
