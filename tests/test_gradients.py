@@ -36,7 +36,7 @@ def _registered(name):
 MODELS = {**{name: (lambda n=name: _registered(n)) for name in models.REGISTRY},
           "user_heads": lambda: models.get("hps", TASKS, base.ModelSpec(
               backbone=nn.Dense(7), heads={"a": nn.Dense(3), "b": nn.Dense(1)})),
-          "per_task_reps": PerTaskReps, "cross_stitch": CrossStitch}
+          "per_task_reps": PerTaskReps, "two_column_stitch": CrossStitch}
 
 
 def _setup(model, weighting_name="graddrop", grad_wrt="params"):
