@@ -13,7 +13,7 @@ from mtl_jax.tasks import Task
 
 TASKS = (Task("a", "classification", ("x", "y", "z")), Task("b", "regression"))
 NAMES = ("a", "b")
-SPEC = base.ModelSpec(backbone_spec=(8,), shared_layers=(6,), task_layers=(4,))
+SPEC = base.ModelSpec(backbone_spec=(8,), shared_layers=(6, 6), task_layers=(4,))  # 2 PLE levels
 X = jax.random.normal(jax.random.PRNGKey(0), (4, 5))
 
 
@@ -57,7 +57,8 @@ def test_the_gates_weigh_the_experts_each_task_may_read():
   cgc = models.get("cgc", TASKS, SPEC, num_shared_experts=2, num_task_experts={"a": 1, "b": 3})
   assert {k: v.shape[1] for k, v in _apply(cgc, _params(cgc), method="gates").items()} == {
       "gate_a": 3, "gate_b": 5}
-  ple = models.get("ple", TASKS, SPEC, num_levels=3, num_shared_experts=2, num_task_experts=1)
+  spec = base.ModelSpec(shared_layers=(6, 6, 6), task_layers=(4,))
+  ple = models.get("ple", TASKS, spec, num_levels=3, num_shared_experts=2, num_task_experts=1)
   assert {k: v.shape[1] for k, v in _apply(ple, _params(ple), method="gates").items()} == {
       "level0_gate_a": 3, "level0_gate_b": 3, "level0_shared_gate": 4,
       "level1_gate_a": 3, "level1_gate_b": 3, "level1_shared_gate": 4,
@@ -91,6 +92,29 @@ def test_ple_with_one_level_is_cgc():
              for k, v in params.items()}
   assert jax.tree.map(jnp.shape, renamed) == jax.tree.map(jnp.shape, _params(ple))
   _close(_apply(ple, renamed), _apply(cgc, params))
+
+
+@pytest.mark.parametrize("layers, num_levels, levels", [
+    ((16, 8), None, ((16,), (8,))),                      # one level per layer by default
+    ((16, 8), 1, ((16, 8),)),
+    ((8, "d", 6, "r", 4), 2, ((8, "d", 6), ("r", 4))),   # "d", "p" stay with their layer
+    ((64, 32, 16), 2, ((64, 32), (16,))),                # the earlier levels take the extra
+])
+def test_ple_levels_split_the_expert_spec_between_its_layers(layers, num_levels, levels):
+  ple = models.get("ple", TASKS, base.ModelSpec(shared_layers=layers), num_levels=num_levels)
+  assert ple.levels == levels
+
+
+def test_ple_level_experts_are_the_levels_layers():
+  spec = base.ModelSpec(shared_layers=(7, "d", 6, 5), dropout_rate=0.5)
+  ple = models.get("ple", TASKS, spec, num_levels=2, num_shared_experts=3, num_task_experts=1)
+  params = _params(ple)
+  assert jax.tree.map(jnp.shape, params["level0_experts"]["layers"]) == {
+      "dense_0": {"kernel": (3, 5, 7), "bias": (3, 7)},
+      "dense_2": {"kernel": (3, 7, 6), "bias": (3, 6)}}
+  assert jax.tree.map(jnp.shape, params["level1_experts_b"]["layers"]) == {
+      "dense_0": {"kernel": (1, 6, 5), "bias": (1, 5)}}
+  assert _apply(ple, params, method="encode")["a"].shape == (4, 5)
 
 
 def test_ple_levels_read_the_branches_the_gates_mix():
@@ -152,7 +176,7 @@ IMAGE_MODELS = {"mmoe": {"num_experts": 2}, "cgc": {"num_task_experts": 2, "num_
 @pytest.mark.parametrize("name", sorted(IMAGE_MODELS))
 def test_images_mix_feature_maps_of_conv_experts(name):
   images = jax.random.uniform(jax.random.PRNGKey(2), (2, 6, 6, 3))
-  spec = base.ModelSpec(shared_layers=(4,), task_layers=(5,))
+  spec = base.ModelSpec(shared_layers=(4, 4), task_layers=(5,))
   model = models.get(name, TASKS, spec, **IMAGE_MODELS[name])
   params = _params(model, images)
   reps = _apply(model, params, images, method="encode")
@@ -233,6 +257,7 @@ def test_dselect_k_keeps_selectors_off_nonexistent_experts_when_n_is_no_power_of
     ("cgc", {"num_task_experts": -1}, "num_task_experts"),
     ("cgc", {"num_task_experts": {"a": 1}}, "num_task_experts"),
     ("ple", {"num_levels": 0}, "num_levels"),
+    ("ple", {"num_levels": 3}, "num_levels"),   # SPEC's experts have 2 layers
     ("ple", {"num_task_experts": {"a": 1, "b": True}}, "num_task_experts"),
     ("dselect_k", {"num_experts": 0}, "num_experts"),
     ("dselect_k", {"num_experts": 4, "num_nonzeros": 5}, "num_nonzeros"),

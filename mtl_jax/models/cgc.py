@@ -41,7 +41,7 @@ NUM_TASK_EXPERTS = 2
 def extraction_level(model: experts.MixtureModel, shared_in: jnp.ndarray,
                      task_in: Mapping[str, jnp.ndarray], *, num_shared: int,
                      num_task: Mapping[str, int], train: bool, prefix: str = "",
-                     shared_gate: bool = False):
+                     shared_gate: bool = False, layers: Sequence[Any] | None = None):
   """Inside `_route`: one extraction network (CGC; a level of PLE).
 
   Args:
@@ -54,12 +54,14 @@ def extraction_level(model: experts.MixtureModel, shared_in: jnp.ndarray,
       `<prefix>gate_<task>`, `<prefix>shared_gate`.
     shared_gate: also mix every expert of the level (shared first, then the tasks' in task
       order) by a shared gate on `shared_in` (PLE's levels before the last).
+    layers: every expert's layer spec (default: `spec.shared_layers`).
 
   Returns:
     ({task: Z_t}, the shared gate's mixture or None, {gate name: f32[B, E]}).
   """
-  shared = model.bank(num_shared, train=train, name=f"{prefix}{experts.EXPERTS}")(shared_in)
-  own = {t.name: model.bank(num_task[t.name], train=train,
+  shared = model.bank(num_shared, train=train, name=f"{prefix}{experts.EXPERTS}",
+                      layers=layers)(shared_in)
+  own = {t.name: model.bank(num_task[t.name], train=train, layers=layers,
                             name=f"{prefix}{experts.EXPERTS}_{t.name}")(task_in[t.name])
          for t in model.tasks if num_task[t.name] > 0}
   gates, reps = {}, {}

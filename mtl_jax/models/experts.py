@@ -162,12 +162,13 @@ class MixtureModel(nn.Module):
                                         train=train)
             for task in self.tasks}
 
-  def bank(self, num_experts: int, *, train: bool, name: str,
+  def bank(self, num_experts: int, *, train: bool, name: str, layers: Sequence[Any] | None = None,
            per_expert_inputs: bool = False) -> nn.Module:
-    """An `expert_bank` of `num_experts` experts of `spec.shared_layers` (call it inside
-    `_route`)."""
-    return expert_bank(self.spec.shared_layers, self.spec.dropout_rate, num_experts,
-                       train=train, name=name, per_expert_inputs=per_expert_inputs)
+    """An `expert_bank` of `num_experts` experts of `layers` (default `spec.shared_layers`;
+    call it inside `_route`)."""
+    layers = self.spec.shared_layers if layers is None else layers
+    return expert_bank(layers, self.spec.dropout_rate, num_experts, train=train, name=name,
+                       per_expert_inputs=per_expert_inputs)
 
 
 def model_fields(tasks: Sequence[Task], spec: ModelSpec) -> dict:
