@@ -26,8 +26,13 @@ def _params(model, x=X, seed=1):
       lambda s: jnp.asarray(rng.normal(0.0, 0.5, s.shape), s.dtype), shapes))
 
 
+# Each test compiles a few small programs: LLVM -O0 compiles them in less time.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
 def _apply(model, params, x=X, method=None):
-  return model.apply({"params": params}, x, method=method)
+  return jax.jit(lambda p, x: model.apply({"params": p}, x, method=method),
+                 compiler_options=FAST_COMPILE)(params, x)
 
 
 def _close(a, b):
@@ -151,7 +156,8 @@ def test_experts_are_one_batched_stack_not_a_loop(name):
   def matmuls(kwargs):
     model = models.get(name, TASKS, SPEC, **kwargs)
     params = _params(model)
-    return str(jax.make_jaxpr(lambda p: _apply(model, p))(params)).count("dot_general"), params
+    jaxpr = jax.make_jaxpr(lambda p: model.apply({"params": p}, X))(params)
+    return str(jaxpr).count("dot_general"), params
   counts = {"mmoe": "num_experts", "dselect_k": "num_experts", "cgc": "num_shared_experts",
             "ple": "num_shared_experts"}[name]
   few, _ = matmuls({**MODELS[name], counts: 2})
@@ -163,7 +169,8 @@ def test_experts_are_one_batched_stack_not_a_loop(name):
 
 def test_each_expert_is_initialised_on_its_own():
   model = models.get("mmoe", TASKS, SPEC, num_experts=2)
-  kernel = jax.jit(model.init)(jax.random.PRNGKey(0), X)["params"]["experts"]["layers"]["dense_0"]
+  init = jax.jit(model.init, compiler_options=FAST_COMPILE)
+  kernel = init(jax.random.PRNGKey(0), X)["params"]["experts"]["layers"]["dense_0"]
   assert not np.allclose(kernel["kernel"][0], kernel["kernel"][1])
 
 
@@ -230,7 +237,8 @@ def test_dselect_k_entropy_regularizer_is_zero_for_binary_selectors_positive_oth
     params[f"z_logits_{task}"] = jax.tree.map(jnp.zeros_like, params[f"z_logits_{task}"])
   uniform = _apply(model, params, method="regularizer")
   np.testing.assert_allclose(uniform, 0.1 * 2 * 2 * np.log(4), rtol=1e-5)  # 2 tasks, k = 2
-  grad = jax.jit(jax.grad(lambda p: _apply(model, p, method="regularizer")))(_params(model))
+  penalty = lambda p: model.apply({"params": p}, X, method="regularizer")
+  grad = jax.jit(jax.grad(penalty), compiler_options=FAST_COMPILE)(_params(model))
   assert np.abs(grad["z_logits_a"]["bias"]).sum() > 0
   _binary_selectors(params, "a", [0, 3], m=2)
   _binary_selectors(params, "b", [2, 2], m=2)
