@@ -3,7 +3,7 @@ Multi-Task Learning (MTL) Model for Personalized Recommendations", RecSys 2020, 
 
 Experts are split into m_s shared experts, read by every task, and m_t experts of task t's
 own; task t's gate is a softmax over the shared experts and its own (the paper's equations
-2-4):
+1-4):
 
     S_t(x) = [E_s,1(x), ..., E_s,m_s(x), E_t,1(x), ..., E_t,m_t(x)]
     g_t(x) = softmax(W_t x) in R^(m_s + m_t),    Z_t = g_t(x)^T S_t(x),    y_t = h_t(Z_t)

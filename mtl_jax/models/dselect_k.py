@@ -3,14 +3,14 @@ with Applications to Multi-Task Learning", NeurIPS 2021), per-example gates.
 
 n shared experts f_1..f_n (as in MMoE); task t's gate is a convex combination of k
 *single-expert selectors*, each choosing one expert through m = ceil(log2 n) binary
-variables relaxed by the smooth-step function (the paper's equations 3-7):
+variables relaxed by the smooth-step function (the paper's section 3):
 
     S(t) = 0 if t <= -gamma/2,  1 if t >= gamma/2,  -2 t^3 / gamma^3 + 3 t / (2 gamma) + 1/2
     r(z)_e = prod_j [S(z_j) if bit j of e is 1 else 1 - S(z_j)]            (e = 0..n-1)
     q_t(x) = sum_i softmax(w_t(x))_i r(z_t,i(x)) in R^n,     Z_t = sum_e q_t(x)_e f_e(x)
 
 The logits are Dense layers of the gate input x (the experts' input, flattened; the
-per-example gate of the paper's section 4): z_t(x) in R^(k x m) and w_t(x) in R^k, named
+example-conditioned gate of the paper): z_t(x) in R^(k x m) and w_t(x) in R^k, named
 `z_logits_<task>` and `w_logits_<task>`, initialised uniform in +-gamma/100 and +-0.05 (kernel
 and bias) like the official code. Once every z is outside +-gamma/2 each selector is one-hot
 and q_t has at most k non-zeros. Bit j is the j-th most significant (as `np.binary_repr`).
@@ -21,14 +21,15 @@ is, per example and averaged over the batch,
     entropy_reg * sum_t sum_i H(r(z_t,i)),           H(p) = -sum_e p_e log p_e  (0 log 0 = 0)
   + sum_t sum_i (1 / sum_e r(z_t,i)_e - 1)           only when n is not a power of 2
 
-The entropy pushes each selector to one expert (the paper's section 5, "entropy
-regularization"; exact, where the official code adds 1e-6 inside the log). When n < 2^m, codes
-n..2^m-1 name no expert and a selector's mass on them is lost; the second term, from the
-official implementation (its weight 1, not scaled by entropy_reg), keeps the reachable
-experts' mass from vanishing. The official code has 1/sum, whose minimum is 1; the constant 1
-is subtracted here so that binary selectors on existing experts cost exactly 0 (the same
-gradient). The official code sums over the batch; here it is the batch mean, so entropy_reg
-does not depend on the batch size.
+The entropy pushes each selector to one expert (the paper's entropy regularization; exact
+here, where the official code adds 1e-6 inside the log). When n < 2^m, codes n..2^m-1 name no
+expert and a selector's mass on them is lost; the second term, from the official
+implementation (with weight 1 as there, not scaled by entropy_reg), keeps the existing experts'
+mass from vanishing. The official term is 1/sum, whose minimum is 1; the constant 1 is
+subtracted here so that binary selectors on existing experts cost exactly 0 (the same
+gradient). The official code sums over the batch, here it is the batch mean, so entropy_reg
+does not depend on the batch size (official 1e-6 at batch B is about 1e-6 * B here). Every
+task's selectors are penalised (LibMTL's port penalises the last task's only).
 
 Hyper-parameters (`config.model.kwargs`): `num_experts` (n, default 8), `num_nonzeros` (k,
 default 2, 1 <= k <= n), `gamma` (default 1.0, > 0), `entropy_reg` (default 0.001, >= 0).

@@ -2,7 +2,7 @@
 Learning with Multi-gate Mixture-of-Experts", KDD 2018).
 
 n experts f_1..f_n are shared by all tasks; each task t has its own softmax gate over them
-(the paper's equations 6-7):
+(the paper's section 4.2, equations 5-6):
 
     g_t(x) = softmax(W_t x + b_t) in R^n,      Z_t = sum_e g_t(x)_e f_e(x),      y_t = h_t(Z_t)
 
