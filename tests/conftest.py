@@ -42,6 +42,8 @@ _SLOW_FIRST = (
     "test_trainer.py::test_rerunning_fit_on_the_same_logdir_resumes_with_the_same_batches",
     "test_trainer.py::test_fit_evaluate_predict_save_and_load_round_trip",
     "test_user_models.py::test_the_trainer_takes_a_whole_user_model",
+    "test_user_models.py::test_the_trainer_takes_user_heads_on_a_registered_architecture",
+    "test_arch_ltb.py::test_a_stopped_run",
 )
 
 

@@ -150,19 +150,23 @@ def test_the_trainer_takes_a_whole_user_model_frozen_augmented_and_probed(tmp_pa
 
 
 @pytest.mark.slow
-def test_the_trainer_takes_user_heads_on_its_backbone(tmp_path, frames, one_device):
+def test_the_trainer_takes_user_heads_on_a_registered_architecture(tmp_path, frames, one_device):
   train, val = frames
   heads = {"shape": nn.Sequential([lambda z: z.mean(axis=(1, 2)), nn.Dense(3)]),
            "x": nn.Sequential([lambda z: z.mean(axis=(1, 2)), nn.Dense(1)])}
   with pytest.warns(UserWarning, match="cannot be saved"):  # lambdas do not pickle
     trainer = mj.MultiTaskTrainer(tmp_path, train, val, IMAGE_TASKS, [4, "p"], heads=heads,
-                                  shared_layers=(), mesh=one_device, **SMALL)
-  assert set(trainer.state.params) == {"backbone", "heads_shape", "heads_x"}
+                                  architecture="mtan", architecture_kwargs={"attention_ratio": 0.5},
+                                  shared_layers=(4, "p", 6), task_weights="mgda",
+                                  mesh=one_device, **SMALL)
+  assert {"backbone", "attention_shape", "attention_x", "heads_shape",
+          "heads_x"} <= set(trainer.state.params)
   final = trainer.fit(1)
   assert np.isfinite(final["val/x/mae"]) and 0 <= final["val/shape/accuracy"] <= 1
   with pytest.raises(mj.ConfigError, match="pass them to MultiTaskTrainer.load"):
     mj.MultiTaskTrainer.load(tmp_path, mesh=one_device)
   loaded = mj.MultiTaskTrainer.load(tmp_path, mesh=one_device, heads=heads)
+  assert loaded.config.model.kwargs.to_dict() == {"attention_ratio": 0.5}
   pd.testing.assert_frame_equal(loaded.predict(val.filepath), trainer.predict(val.filepath))
 
 
