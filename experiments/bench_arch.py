@@ -14,17 +14,27 @@ random batches (four made once and cycled), one device, default threads on both 
 | --- | --- | --- | --- | --- | --- |
 | `small` | 499 (MMoE paper's census-income) | 8 experts of Dense 16-8 | 2 binary, tower [8] + 1 logit | 256 | mmoe cgc ple dselect_k |
 | `large` | 512 | 8 experts of Dense 256-128 | 4 binary, tower [64] + 1 logit | 256 | mmoe cgc ple dselect_k |
-| `conv` | 32x32x3 images | stages conv64-p, conv64-r-p, conv128-r-p, conv256-r-p, conv512-r | 2 tasks (10 and 2 classes), global max pool + Dense | 32 | cross_stitch mtan ltb |
+| `conv` | 64x64x3 images | stages conv64-p, conv64-r-p, conv128-r-p, conv256-r-p, conv512-r | 2 tasks (10 and 2 classes), global max pool + Dense | 32 | cross_stitch mtan ltb |
 
-(`hps` can be named in `--archs` too: hard parameter sharing with the expert's layers as the
-trunk, LibMTL's `HPS`, in every setting: the baseline each architecture adds its cost to.)
-In the conv stages "conv" is a 3x3 convolution with bias and ReLU, "p" a 2x2 max pool, "r" a
-residual block of two 3x3 convolutions (relu(x + conv(relu(conv(x))))); the widths are
-ResNet-18's, which LibMTL's MTAN hard-codes ([64, 128, 256, 512] after the four ResNet layers).
+(`hps` can be named in `--archs` too: hard parameter sharing with the expert's layers (or the
+conv stages) as the trunk, LibMTL's `HPS`, in every setting: the baseline each architecture
+adds its cost to.) In the conv stages "conv" is a 3x3 convolution with bias and ReLU, "p" a
+2x2 max pool, "r" a residual block of two 3x3 convolutions (relu(x + conv(relu(conv(x)))));
+the widths are ResNet-18's, which LibMTL's MTAN hard-codes ([64, 128, 256, 512] after the four
+ResNet layers); the last stage works on 4x4 maps.
+
+`--settings conv32` (not run by default) is the same conv network on 32x32 images, so on 2x2
+maps in its last stage: there XLA:CPU (jaxlib 0.10.2, with or without `cpu_tuning`) is
+pathologically slow: one 3x3 "SAME" convolution of 512 channels on [32, 2, 2, 512] took 390 ms
+forward, against 14 ms on [32, 4, 4, 512] (four times the FLOPs), and the whole `hps` step
+~2 s against PyTorch's ~0.1 s (2026-11-30, a busy 2-core machine), where on 64x64 images JAX
+was the faster of the two.
 
 Output (`--out`): `{"<arch>/<setting>/jax_ms", "<arch>/<setting>/torch_ms",
 "<arch>/<setting>/ratio"}`, medians over the rounds, ratio = torch_ms / jax_ms (above 1: JAX is
-faster), with `--torch-tuned` also `.../torch_tuned_ms` and `.../ratio_tuned` (PyTorch in a
+faster); `"<arch>/<setting>/jax_params"` and `".../torch_params"`, each model's trainable
+parameter count (a check that the sizes match; the differences listed below explain the rest);
+with `--torch-tuned` also `.../torch_tuned_ms` and `.../ratio_tuned` (PyTorch in a
 process with mtl_jax's allocator settings, as `bench_cnn.py`'s `torch_tuned`); and `machine`:
 CPU, core count, load averages at the start and the end, library versions, the settings.
 
@@ -75,7 +85,10 @@ How each LibMTL class is set up, and what still differs from the JAX model:
   reaches: LibMTL's `_transform_resnet_PLE` is used as is except that its forward loop over five
   levels (`range(5)`) runs over the MLP's two (`_PLELevels`: the forward transcribed with that one
   change, and the gates of the unused levels removed). mtl_jax's PLE makes one extraction level
-  per width of the expert spec, so both are two-level PLEs with the same experts and gates.
+  per layer of the expert spec (its default), so both are two-level PLEs with the same experts
+  and task gates; mtl_jax's also has the paper's shared gate between levels (its shared experts
+  read the shared branch, once), where LibMTL runs its shared experts on each task's branch
+  (T times per level) and has no shared gate.
 * `cross_stitch`, `ltb`: LibMTL builds one encoder per task and reaches into its ResNet layers
   (`conv1, bn1, relu, maxpool` as one stem per task, then `layer1..4`); `SpecEncoder` is the conv
   stages above with those names (`bn1` an identity: mtl_jax's spec convs have no batch norm).
@@ -141,25 +154,30 @@ class Setting:
     return len(self.input_shape) == 3
 
 
+CONV_STAGES = (64, "p", 64, "r", "p", 128, "r", "p", 256, "r", "p", 512, "r")
 SETTINGS = {
     "small": Setting("small", (499,), (16, 8), (8,), (("income", 1), ("marital", 1)), 256),
     "large": Setting("large", (512,), (256, 128), (64,),
                      tuple((f"t{i}", 1) for i in range(4)), 256),
-    "conv": Setting("conv", (32, 32, 3),
-                    (64, "p", 64, "r", "p", 128, "r", "p", 256, "r", "p", 512, "r"), (),
-                    (("a", 10), ("b", 2)), 32),
+    "conv": Setting("conv", (64, 64, 3), CONV_STAGES, (), (("a", 10), ("b", 2)), 32),
+    # Not run by default: the same network on 32x32 images, where the last stage's maps are
+    # 2x2 (module docstring: XLA:CPU's 3x3 convolutions on 2x2 maps).
+    "conv32": Setting("conv32", (32, 32, 3), CONV_STAGES, (), (("a", 10), ("b", 2)), 32),
 }
 TABULAR_ARCHS = ("mmoe", "cgc", "ple", "dselect_k")
 CONV_ARCHS = ("cross_stitch", "mtan", "ltb")
 ARCHS = TABULAR_ARCHS + CONV_ARCHS + ("hps",)
 DEFAULT_ARCHS = TABULAR_ARCHS + CONV_ARCHS
 SETTINGS_OF = {**{a: ("small", "large") for a in TABULAR_ARCHS},
-               **{a: ("conv",) for a in CONV_ARCHS}, "hps": ("small", "large", "conv")}
-DEFAULT_STEPS = {"small": 200, "large": 40, "conv": 5}   # timed steps per measurement
+               **{a: ("conv", "conv32") for a in CONV_ARCHS},
+               "hps": ("small", "large", "conv", "conv32")}
+DEFAULT_SETTINGS = ("small", "large", "conv")
+DEFAULT_STEPS = {"small": 200, "large": 40, "conv": 5, "conv32": 5}   # per measurement
 
 NUM_EXPERTS = 8               # MMoE, DSelect-k
 EXPERTS = {"small": (4, 2), "large": (4, 1)}   # CGC, PLE: (shared, per task): 8 in all
-DSELECT_K = {"num_nonzeros": 2, "gamma": 1.0}
+# LibMTL's DSelect-k weighs its entropy term 1e-6 (a constant in its code); mtl_jax's default 1e-3.
+DSELECT_K = {"num_nonzeros": 2, "gamma": 1.0, "entropy_reg": 1e-6}
 GLOBAL_POOLING = "max"
 
 
@@ -171,8 +189,7 @@ def jax_kwargs(arch: str, setting: Setting) -> dict[str, Any]:
     shared, per_task = EXPERTS[setting.name]
     return {"num_shared_experts": shared, "num_task_experts": per_task}
   if arch == "dselect_k":
-    return {"num_experts": NUM_EXPERTS, "k": DSELECT_K["num_nonzeros"],
-            "gamma": DSELECT_K["gamma"]}
+    return {"num_experts": NUM_EXPERTS, **DSELECT_K}
   if arch == "ltb":
     return {"search_steps": 10**9}   # every timed step a search step, as LibMTL past warm-up
   return {}
@@ -259,6 +276,8 @@ def jax_loop(arch: str, setting: Setting) -> Callable[[int], float]:
 
   def run(steps: int) -> float:
     nonlocal state
+    if steps == 0:
+      return float(sum(p.size for p in jax.tree.leaves(state.params)))
     start = time.perf_counter()
     for i in range(steps):
       state, losses = step_fn(state, batches[i % NUM_BATCHES])
@@ -434,12 +453,20 @@ def torch_modules(setting: Setting, arch: str, libmtl):
       for a, b in zip(dims[:-1], dims[1:]):
         layers += [nn.Linear(a, b), nn.ReLU()]
       encoder = nn.Sequential(*layers)
-      if arch == "ple":   # the attributes LibMTL's PLE cuts its levels at (module docstring)
-        encoder.conv1, encoder.relu = layers[0], layers[1]
-        encoder.bn1 = encoder.maxpool = nn.Identity()
-        encoder.layer1 = nn.Sequential(*layers[2:])
-        encoder.layer2 = encoder.layer3 = encoder.layer4 = nn.Identity()
       return encoder
+
+    if arch == "ple":
+      def encoder_class():
+        """One expert cut into the attributes LibMTL's PLE cuts its levels at: level 0 =
+        conv1 (the first Linear), bn1, relu (its ReLU), maxpool; level i = layer<i> (the next
+        Linear and its ReLU); layers past the expert's depth are never reached (_PLELevels)."""
+        encoder = nn.Module()
+        encoder.conv1, encoder.relu = nn.Linear(dims[0], dims[1]), nn.ReLU()
+        encoder.bn1, encoder.maxpool = nn.Identity(), nn.Identity()
+        for i in range(1, 5):
+          setattr(encoder, f"layer{i}", nn.Sequential(nn.Linear(dims[i], dims[i + 1]), nn.ReLU())
+                  if i < len(widths) else nn.Identity())
+        return encoder
 
     rep = dims[-1]
   decoders = {}
@@ -635,6 +662,8 @@ def torch_loop(arch: str, setting: Setting, libmtl) -> Callable[[int], float]:
     optimizer.step()
 
   def run(steps: int) -> float:
+    if steps == 0:
+      return float(sum(p.numel() for p in model.parameters() if p.requires_grad))
     start = time.perf_counter()
     for i in range(steps):
       step(*batches[i % NUM_BATCHES])
@@ -649,7 +678,8 @@ def torch_loop(arch: str, setting: Setting, libmtl) -> Callable[[int], float]:
 
 def worker_main(argv) -> None:
   """Builds the cases, warms them up, prints READY; then answers each line "CASE N" with the
-  seconds of N timed steps of that case. A case that cannot be built prints "error: ..."."""
+  seconds of N timed steps of that case (N = 0: its parameter count). A case that cannot be
+  built prints "error: ..."."""
   parser = argparse.ArgumentParser()
   parser.add_argument("kind", choices=("jax", "torch"))
   parser.add_argument("--cases", required=True, help="comma-separated arch/setting")
@@ -709,10 +739,16 @@ class Worker:
       raise SystemExit(f"bench_arch: the {kind} worker failed to start"
                        f"{': ' + line if line else ''} (exit code {self.process.returncode})")
 
-  def ms(self, case: str, steps: int) -> float:
+  def ask(self, case: str, steps: int) -> float:
     self.process.stdin.write(f"{case} {steps}\n")
     self.process.stdin.flush()
-    return 1000 * float(self.process.stdout.readline()) / steps
+    return float(self.process.stdout.readline())
+
+  def ms(self, case: str, steps: int) -> float:
+    return 1000 * self.ask(case, steps) / steps
+
+  def params(self, case: str) -> int:
+    return int(self.ask(case, 0))
 
   def close(self) -> None:
     if self.process.stdin and not self.process.stdin.closed:
@@ -770,8 +806,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--out", required=True, help="the JSON file of the results")
   parser.add_argument("--archs", default=",".join(DEFAULT_ARCHS),
                       help=f"comma-separated, of {', '.join(ARCHS)}")
-  parser.add_argument("--settings", default="small,large,conv",
-                      help="comma-separated, of small, large, conv")
+  parser.add_argument("--settings", default=",".join(DEFAULT_SETTINGS),
+                      help=f"comma-separated, of {', '.join(SETTINGS)}")
   parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
   parser.add_argument("--steps", type=int, default=0,
                       help=f"timed steps per case and side per round (default per setting: "
@@ -815,6 +851,8 @@ def main(argv=None) -> dict[str, Any]:
                              malloc=side == "torch_tuned")
     print(f"workers ready after {time.perf_counter() - start:.0f} s", file=sys.stderr,
           flush=True)
+    params = {(case, side): workers[side].params(case) for case in cases
+              for side in ("jax", "torch")}
     rounds = []
     for r in range(args.rounds):
       result = {}
@@ -831,6 +869,9 @@ def main(argv=None) -> dict[str, Any]:
     for w in workers.values():
       w.close()
   out: dict[str, Any] = summarize(rounds, sides)
+  for case in cases:
+    out[f"{case}/jax_params"] = params[case, "jax"]
+    out[f"{case}/torch_params"] = params[case, "torch"]
   info = machine_info(cases, args)
   info["load_average_start"], info["load_average_end"] = load_start, os.getloadavg()[0]
   info["seconds"] = round(time.perf_counter() - start, 1)
