@@ -58,10 +58,35 @@ import numpy as np
 TASKS = ("y1", "y2")
 DIM, SCALE, NUM_SINES = 100, 1.0, 10
 MODELS = {
-    # name: (registered model, shared_layers, kwargs)
+    # name: (registered model or "omoe", shared_layers, kwargs); sizes set by the flags
     "mmoe": ("mmoe", (16,), {"num_experts": 8}),
+    "omoe": ("omoe", (16,), {"num_experts": 8}),
     "shared_bottom": ("hps", (113,), {}),
 }
+
+
+def omoe_model(tasks, args):
+  """OMoE, the paper's one-gate MoE baseline (its equation 5): MMoE's experts under ONE
+  softmax gate shared by the tasks, so every tower reads the same mixture. Not a registered
+  architecture: a user model (`model=`) built on the library's expert banks
+  (`mtl_jax.models.experts`), the gate shared like the experts."""
+  from mtl_jax.models import experts  # pylint: disable=import-outside-toplevel
+  from mtl_jax.models.backbones import BACKBONE  # pylint: disable=import-outside-toplevel
+  from mtl_jax.models.base import ModelSpec  # pylint: disable=import-outside-toplevel
+
+  class OMoE(experts.MixtureModel):
+    num_experts: int = 8
+    shared_modules = (BACKBONE, experts.EXPERTS, "gate")
+
+    def _route(self, h, *, train, part):
+      gate = experts.softmax_gate(experts.gate_input(h), self.num_experts, name="gate")
+      if part == "gates":
+        return {"gate": gate}
+      z = experts.mix(gate, self.bank(self.num_experts, train=train, name=experts.EXPERTS)(h))
+      return {t.name: z for t in self.tasks}
+
+  spec = ModelSpec(shared_layers=(args.expert_units,), task_layers=TOWER)
+  return OMoE(**experts.model_fields(tasks, spec), num_experts=args.experts)
 TOWER = (8,)
 
 
@@ -93,6 +118,12 @@ def make_config(model: str, args):
   import mtl_jax  # pylint: disable=import-outside-toplevel
 
   name, shared, kwargs = MODELS[model]
+  if model == "shared_bottom":
+    shared = (args.bottom_units,)
+  elif model in ("mmoe", "omoe"):
+    shared, kwargs = (args.expert_units,), {"num_experts": args.experts}
+  if model == "omoe":   # built by omoe_model, passed as model=
+    name, kwargs = "hps", {}
   c = mtl_jax.default_config()
   c.model.name = name
   c.model.kwargs = ml_collections.ConfigDict(kwargs)
@@ -117,8 +148,9 @@ class Trainer:
     from mtl_jax.tasks import Task  # pylint: disable=import-outside-toplevel
 
     self.args, self.jax, self.train = args, jax, train
-    self.setup = build.build_setup(make_config(model, args),
-                                   [Task(t, "regression") for t in TASKS])
+    tasks = [Task(t, "regression") for t in TASKS]
+    user_model = omoe_model(tasks, args) if model == "omoe" else None
+    self.setup = build.build_setup(make_config(model, args), tasks, model=user_model)
     self.mesh = sharding.make_mesh(jax.devices()[:1])
     self.replicated = sharding.replicated(self.mesh)
     self.index_sharding = sharding.batch_sharding(self.mesh, 1)
@@ -174,28 +206,44 @@ class Trainer:
             "curve": curve}
 
 
+def final_loss(run: dict) -> float:
+  """The final test loss: the mean of the two tasks' test MSE."""
+  return statistics.fmean(run["test_mse"].values())
+
+
+def curve_loss(run: dict) -> float:
+  """The test loss averaged over every measurement after step 0 (the area under the curve per
+  step: how fast a model gets there, the paper's trainability)."""
+  return statistics.fmean(statistics.fmean(c[t] for t in TASKS) for c in run["curve"][1:])
+
+
 def summarize(runs: list[dict], models, correlations) -> dict[str, Any]:
-  """Means and standard deviations over seeds; MMoE's advantage per correlation."""
+  """Means and standard deviations over seeds; MMoE's advantage over each baseline per
+  correlation (baseline minus MMoE, paired by seed), final and over the curve, and whether it
+  grows as p falls."""
   out: dict[str, Any] = {}
-  loss = lambda r: statistics.fmean(r["test_mse"].values())
   for model in models:
     for p in correlations:
-      values = [loss(r) for r in runs if r["model"] == model and r["p"] == p]
-      out[f"{model}/p={p:g}/test_loss_mean"] = statistics.fmean(values)
-      out[f"{model}/p={p:g}/test_loss_std"] = statistics.pstdev(values)
+      rs = [r for r in runs if r["model"] == model and r["p"] == p]
+      for name, fn in (("test_loss", final_loss), ("curve_loss", curve_loss)):
+        out[f"{model}/p={p:g}/{name}_mean"] = statistics.fmean(fn(r) for r in rs)
+        out[f"{model}/p={p:g}/{name}_std"] = statistics.pstdev(fn(r) for r in rs)
       for t in TASKS:
-        out[f"{model}/p={p:g}/test_mse_{t}_mean"] = statistics.fmean(
-            r["test_mse"][t] for r in runs if r["model"] == model and r["p"] == p)
-  if {"mmoe", "shared_bottom"} <= set(models):
-    advantage = {}
-    for p in correlations:
-      pairs = [(loss(a), loss(b)) for a in runs for b in runs
-               if a["model"] == "shared_bottom" and b["model"] == "mmoe"
-               and a["p"] == b["p"] == p and a["seed"] == b["seed"]]
-      advantage[p] = statistics.fmean(a - b for a, b in pairs)
-      out[f"advantage/p={p:g}"] = advantage[p]   # shared-bottom minus MMoE test loss
-    ordered = [advantage[p] for p in sorted(correlations)]   # ascending p
-    out["advantage_grows_as_p_falls"] = all(a >= b for a, b in zip(ordered, ordered[1:]))
+        out[f"{model}/p={p:g}/test_mse_{t}_mean"] = statistics.fmean(r["test_mse"][t]
+                                                                     for r in rs)
+  if "mmoe" not in models:
+    return out
+  for base in (m for m in models if m != "mmoe"):
+    for name, fn in (("test_loss", final_loss), ("curve_loss", curve_loss)):
+      advantage = {}
+      for p in correlations:
+        mine = {r["seed"]: fn(r) for r in runs if r["model"] == "mmoe" and r["p"] == p}
+        theirs = {r["seed"]: fn(r) for r in runs if r["model"] == base and r["p"] == p}
+        advantage[p] = statistics.fmean(theirs[s] - mine[s] for s in mine)
+        out[f"advantage_over_{base}/{name}/p={p:g}"] = advantage[p]
+      ordered = [advantage[p] for p in sorted(correlations)]   # ascending p
+      out[f"advantage_over_{base}/{name}/grows_as_p_falls"] = all(
+          a >= b for a, b in zip(ordered, ordered[1:]))
   return out
 
 
@@ -205,8 +253,8 @@ def plot(runs: list[dict], models, correlations, path: str) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
-  colors = {"mmoe": "tab:red", "shared_bottom": "tab:blue"}
-  labels = {"mmoe": "MMoE (8 x 16)", "shared_bottom": "shared-bottom (113)"}
+  colors = {"mmoe": "tab:red", "omoe": "tab:green", "shared_bottom": "tab:blue"}
+  labels = {"mmoe": "MMoE", "omoe": "OMoE (one gate)", "shared_bottom": "shared-bottom"}
   n = len(correlations)
   fig, axes = plt.subplots(1, n + 1, figsize=(3.2 * (n + 1), 3.2))
   for ax, p in zip(axes, correlations):
@@ -225,7 +273,7 @@ def plot(runs: list[dict], models, correlations, path: str) -> None:
   axes[0].legend(fontsize=8)
   ax = axes[-1]
   for model in models:
-    finals = [[statistics.fmean(r["test_mse"].values()) for r in runs
+    finals = [[final_loss(r) for r in runs
                if r["model"] == model and r["p"] == p] for p in correlations]
     ax.errorbar(correlations, [statistics.fmean(f) for f in finals],
                 yerr=[statistics.pstdev(f) for f in finals], color=colors[model], marker="o",
@@ -257,7 +305,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="standard deviation of alpha_j and beta_j (paper: N(0, 0.01))")
   parser.add_argument("--noise-std", type=float, default=0.1,
                       help="standard deviation of the label noise (paper: N(0, 0.01))")
-  parser.add_argument("--models", default="mmoe,shared_bottom",
+  parser.add_argument("--experts", type=int, default=8, help="MMoE's experts")
+  parser.add_argument("--expert-units", type=int, default=16, help="each expert's width")
+  parser.add_argument("--bottom-units", type=int, default=113,
+                      help="the shared-bottom layer's width")
+  parser.add_argument("--models", default="mmoe,omoe,shared_bottom",
                       help=f"comma-separated, of {', '.join(MODELS)}")
   args = parser.parse_args(argv)
   try:
