@@ -30,6 +30,10 @@ setuptools.setup(
     extras_require={
         "test": ["pytest>=8.0", "pytest-xdist>=3.5"],
         # Reference implementations for benchmarks only; never imported by the library.
+        # experiments/bench_arch.py also needs LibMTL, installed apart and without its
+        # dependencies: `pip install LibMTL==1.1.5 --no-deps`. With them, pip resolves its
+        # torchvision requirement to 0.28.0, which fails to import with torch 2.13.0+cpu
+        # ("operator torchvision::nms does not exist"), and the script needs no torchvision.
         "bench": ["torch==2.13.0"],
     },
 )

@@ -1,6 +1,6 @@
 """Train-step time of each multi-task architecture: mtl_jax against LibMTL's PyTorch code.
 
-    pip install -e '.[bench]' && pip install LibMTL==1.1.5 --no-deps
+    pip install -e '.[bench]' && pip install LibMTL==1.1.5 --no-deps   # see below
     flock /tmp/bench.lock python experiments/bench_arch.py --out /tmp/bench_arch.json \
         [--archs mmoe,cgc,ple,dselect_k,cross_stitch,mtan,ltb] [--settings small,large,conv] \
         [--rounds 5] [--steps N] [--torch-tuned]
@@ -22,6 +22,12 @@ adds its cost to.) In the conv stages "conv" is a 3x3 convolution with bias and 
 2x2 max pool, "r" a residual block of two 3x3 convolutions (relu(x + conv(relu(conv(x)))));
 the widths are ResNet-18's, which LibMTL's MTAN hard-codes ([64, 128, 256, 512] after the four
 ResNet layers); the last stage works on 4x4 maps.
+
+Reading the conv figures: mtl_jax runs per-task columns (`cross_stitch`, `ltb`), like expert
+banks, as one `jax.vmap` over stacked parameters, which XLA:CPU turns into grouped
+convolutions; in a micro-benchmark (2026-11-30, jaxlib 0.10.2, batch 32, T = 2, a 3x3 conv's
+forward and backward) those took 600 / 160 / 110 ms on 32x32x64 / 8x8x256 / 4x4x512 maps against
+63 / 35 / 42 ms for one convolution per task in a Python loop.
 
 `--settings conv32` (not run by default) is the same conv network on 32x32 images, so on 2x2
 maps in its last stage: there XLA:CPU (jaxlib 0.10.2, with or without `cpu_tuning`) is
@@ -60,8 +66,9 @@ the PyPI wheel), in the loop LibMTL's `Trainer` runs with `EW` weighting: `zero_
 model's forward (`{task: output}`), the per-task losses, `losses.sum().backward()`,
 `optimizer.step()` (Adam, lr 1e-3). LibMTL's package `__init__` imports
 `torchvision.models.utils`, which torchvision >= 0.13 no longer has, and pulls in its trainer
-and weightings: so the wheel is installed without dependencies (`--no-deps`, torchvision is not
-needed) and its modules are loaded from the installed files under a stub `LibMTL` package
+and weightings; with its dependencies pip resolves torchvision to 0.28.0, which does not even
+import with torch 2.13.0+cpu. So the wheel is installed without dependencies (`--no-deps`; no
+torchvision is needed, and LibMTL is not in setup.py's `bench` extra) and its modules are loaded from the installed files under a stub `LibMTL` package
 (`load_libmtl`): `LibMTL/architecture/*.py` and `LibMTL/model/resnet.py` (MTAN builds its
 attention blocks from its `BasicBlock`), the latter with a stand-in for torchvision's
 `load_state_dict_from_url`, which only downloads pretrained weights and is never called here.
@@ -91,18 +98,24 @@ How each LibMTL class is set up, and what still differs from the JAX model:
   (T times per level) and has no shared gate.
 * `cross_stitch`, `ltb`: LibMTL builds one encoder per task and reaches into its ResNet layers
   (`conv1, bn1, relu, maxpool` as one stem per task, then `layer1..4`); `SpecEncoder` is the conv
-  stages above with those names (`bn1` an identity: mtl_jax's spec convs have no batch norm).
-  LibMTL stitches after layers 1-3 (three units, one weight per source task, `[4, T]`, in the
-  1.1.5 wheel); mtl_jax stitches after all five stages with a T x T matrix each. LTB: LibMTL's
-  Gumbel-softmax search phase (`epoch` past its 1% warm-up; `hard=True`) over one column per
-  task, with a 6 x T x T logit tensor; mtl_jax's LTB with as many branches as tasks, its tree
-  layers cut from the same spec (a new layer at every width and every "r", so 9 layers mixed
-  instead of LibMTL's 4) and `search_steps` beyond the run, so every timed step is a search step.
-* `mtan`: LibMTL's MTAN on one `SpecEncoder` (shared), with its own attention modules: per task
-  and level two 1x1 conv + BatchNorm layers, and a shared `BasicBlock` (with BatchNorm) between
-  levels; LibMTL splits each ResNet layer into `layer[:-1]` (the attention mask's input) and
-  `layer[-1]`, so `SpecEncoder` for MTAN puts each stage's conv in `layer[:-1]` and its residual
-  block in `layer[-1]`, and the 2x2 pool ending a stage at the start of the next one (the same
+  stages above under those names (`bn1` an identity: mtl_jax's spec convs have no batch norm),
+  so LibMTL's columns are mtl_jax's (parameter counts equal but for the mixing weights).
+  Cross-stitch: LibMTL stitches after layers 1-3 with one weight per source task (`[4, T]`, the
+  same mix for every task, in the 1.1.5 wheel; GitHub's version has `[4, T, T]`), initialised to
+  ones; mtl_jax after all five stages with a T x T matrix each (0.9 / 0.1, its default). LTB:
+  LibMTL's Gumbel-softmax search phase (`epoch` past its 1% warm-up; `hard=True`) over one
+  column per task mixed before each of its four layers; mtl_jax's LTB with as many branches as
+  tasks, its tree layers cut from the same spec (a new layer at every width and every "r": nine
+  layers, so eight mixes) and `search_steps` beyond the run, so every timed step is a search
+  step (hard samples, straight-through).
+* `mtan`: LibMTL's MTAN on one `SpecEncoder` (shared). Its attention differs from mtl_jax's by
+  design: LibMTL attends at the four ResNet layers (not the stem), computes a layer's mask from
+  `layer[:-1]` and applies it to `layer[-1]`'s output, with g and h each a 1x1 conv + BatchNorm
+  and f (between levels, shared) a ResNet `BasicBlock` (two 3x3 convs, BatchNorm, a 1x1
+  shortcut); mtl_jax attends at all five stages, mask from and applied to the stage's output,
+  g and h plain 1x1 convs and f one 3x3 conv (14.8M parameters against 11.6M). For LibMTL's
+  split, `SpecEncoder` for MTAN puts each stage's conv in `layer[:-1]` and its residual block
+  in `layer[-1]`, and the 2x2 pool ending a stage at the start of the next one (the same
   composition of layers).
 * Convolutions run channels_last on the PyTorch side (its faster layout on CPU here).
 """
