@@ -52,7 +52,9 @@ for N timed steps. A round times every case on both sides, cases in a rotating o
 two sides alternating which goes first; figures are medians over `--rounds` rounds of
 `--steps` steps (default per setting: `DEFAULT_STEPS`). Per-round figures and the load average
 go to stderr. Run it on an idle machine (`flock` against the other benchmarks): on shared cores
-PyTorch's OpenMP threads wait on each other and the ratios inflate.
+PyTorch's OpenMP threads wait on each other and the ratios inflate (rounds that disagree by
+more than ~20% mean a busy machine). With the defaults a run takes about 10 minutes on a
+2-core machine, a few of them building and compiling the cases (an estimate from short runs).
 
 **The JAX side** is what users get: `config.model.name = <arch>` with the hyper-parameters in
 `config.model.kwargs`, `build.build_setup`, `train.create_train_state` and `train.make_step_fn`
@@ -68,9 +70,10 @@ model's forward (`{task: output}`), the per-task losses, `losses.sum().backward(
 `torchvision.models.utils`, which torchvision >= 0.13 no longer has, and pulls in its trainer
 and weightings; with its dependencies pip resolves torchvision to 0.28.0, which does not even
 import with torch 2.13.0+cpu. So the wheel is installed without dependencies (`--no-deps`; no
-torchvision is needed, and LibMTL is not in setup.py's `bench` extra) and its modules are loaded from the installed files under a stub `LibMTL` package
-(`load_libmtl`): `LibMTL/architecture/*.py` and `LibMTL/model/resnet.py` (MTAN builds its
-attention blocks from its `BasicBlock`), the latter with a stand-in for torchvision's
+torchvision is needed, and LibMTL is not in setup.py's `bench` extra) and its modules are
+loaded from the installed files under a stub `LibMTL` package (`load_libmtl`):
+`LibMTL/architecture/*.py` and `LibMTL/model/resnet.py` (MTAN builds its attention blocks from
+its `BasicBlock`), the latter with a stand-in for torchvision's
 `load_state_dict_from_url`, which only downloads pretrained weights and is never called here.
 LTB is not in the 1.1.5 wheel: `LTB_SOURCE` below is `LibMTL/architecture/LTB.py` from the
 GitHub repository (commit 4336804847ea, 2025-05-14, MIT licence), verbatim, loaded the same way.
@@ -82,9 +85,11 @@ How each LibMTL class is set up, and what still differs from the JAX model:
   its experts in a Python loop over an `nn.ModuleList` and stacks them; `decoders` are the towers
   (Linear+ReLU per width, then Linear to the task's output); `img_size=[inputs]`.
   `num_experts=[8]` (MMoE, DSelect-k), `[S, s_1, ..., s_T]` for CGC (S shared, s_t per task;
-  `EXPERTS` below). DSelect-k: `num_nonzeros=2`, `kgamma=1.0` on both sides. LibMTL's DSelect-k
-  backpropagates its entropy regulariser inside `forward` (on the last task's selector only, a
-  LibMTL quirk kept as is); mtl_jax adds its own `regularizer` to the step.
+  `EXPERTS` below). DSelect-k: `num_nonzeros=2`, `kgamma=1.0` on both sides, the entropy term
+  weighted 1e-6 (LibMTL's constant, summed over the batch; mtl_jax's `entropy_reg`, on the batch
+  mean). LibMTL's DSelect-k backpropagates that term inside `forward` (for the last task's
+  selectors only, a LibMTL quirk kept as is); mtl_jax adds its `regularizer` (every task's) to
+  the step with one more backward pass over the gates.
 * `ple`: LibMTL's PLE is written for ResNet encoders (it cuts each expert into the levels
   conv1+bn1+relu+maxpool, layer1, ..., layer4 and gates each level). Its expert class here is an
   MLP exposing those attributes: `conv1` the first Linear, `relu` its ReLU, `bn1` and `maxpool`
@@ -113,7 +118,8 @@ How each LibMTL class is set up, and what still differs from the JAX model:
   `layer[:-1]` and applies it to `layer[-1]`'s output, with g and h each a 1x1 conv + BatchNorm
   and f (between levels, shared) a ResNet `BasicBlock` (two 3x3 convs, BatchNorm, a 1x1
   shortcut); mtl_jax attends at all five stages, mask from and applied to the stage's output,
-  g and h plain 1x1 convs and f one 3x3 conv (14.8M parameters against 11.6M). For LibMTL's
+  g and h plain 1x1 convs and f one 3x3 conv (LibMTL's 14.8M parameters against mtl_jax's
+  11.6M). For LibMTL's
   split, `SpecEncoder` for MTAN puts each stage's conv in `layer[:-1]` and its residual block
   in `layer[-1]`, and the 2x2 pool ending a stage at the start of the next one (the same
   composition of layers).
@@ -441,7 +447,8 @@ def load_libmtl() -> types.SimpleNamespace:
     resnet = importlib.import_module("LibMTL.model.resnet")
   architecture = importlib.import_module("LibMTL.architecture")
   ltb = types.ModuleType("LibMTL.architecture.LTB")
-  exec(compile(LTB_SOURCE, "LibMTL/architecture/LTB.py", "exec"), ltb.__dict__)  # pylint: disable=exec-used
+  code = compile(LTB_SOURCE, "LibMTL/architecture/LTB.py", "exec")
+  exec(code, ltb.__dict__)  # pylint: disable=exec-used
   sys.modules[ltb.__name__] = ltb
   return types.SimpleNamespace(version=version, resnet=resnet, MMoE=architecture.MMoE,
                                CGC=architecture.CGC, PLE=architecture.PLE,
@@ -621,7 +628,8 @@ def libmtl_model(arch: str, setting: Setting, libmtl):
       encoder.__class__ = ple_levels_class(libmtl)
       encoder.levels = levels
       for task in names:   # drop the gates of the levels the MLP does not have
-        encoder.gate_specific[task] = torch.nn.ModuleList(list(encoder.gate_specific[task])[:levels])
+        gates = list(encoder.gate_specific[task])[:levels]
+        encoder.gate_specific[task] = torch.nn.ModuleList(gates)
       for i in range(levels, 5):
         del encoder.shared_layer[str(i)]
         del encoder.specific_layer[str(i)]
