@@ -3,7 +3,7 @@
     pip install -e '.[bench]' && pip install LibMTL==1.1.5 --no-deps   # see below
     flock /tmp/bench.lock python experiments/bench_arch.py --out /tmp/bench_arch.json \
         [--archs mmoe,cgc,ple,dselect_k,cross_stitch,mtan,ltb] [--settings small,large,conv] \
-        [--rounds 5] [--steps N] [--torch-tuned]
+        [--rounds 5] [--steps N] [--torch-tuned] [--scan]
 
 Every architecture is timed in milliseconds per train step against the same architecture in
 LibMTL (median-research-group/LibMTL, the PyTorch multi-task library), with the same layer
@@ -41,7 +41,12 @@ Output (`--out`): `{"<arch>/<setting>/jax_ms", "<arch>/<setting>/torch_ms",
 faster); `"<arch>/<setting>/jax_params"` and `".../torch_params"`, each model's trainable
 parameter count (a check that the sizes match; the differences listed below explain the rest);
 with `--torch-tuned` also `.../torch_tuned_ms` and `.../ratio_tuned` (PyTorch in a
-process with mtl_jax's allocator settings, as `bench_cnn.py`'s `torch_tuned`); and `machine`:
+process with mtl_jax's allocator settings, as `bench_cnn.py`'s `torch_tuned`); with `--scan`
+also `.../jax_scan_ms` and `.../ratio_scan` (torch_ms over it): the same JAX step, but each
+measurement's steps in one `train.make_train_fn` dispatch, a `lax.scan` over batch indices into
+the four batches on the device, as `train_and_evaluate` runs in-memory (`from_arrays`) data
+(`config.steps_per_dispatch` steps a dispatch), without the per-step dispatch cost that
+dominates the small setting's ~1-2 ms steps; and `machine`:
 CPU, core count, load averages at the start and the end, library versions, the settings.
 
 **How it runs.** Two worker processes, one per framework (so one's allocator and thread
@@ -281,8 +286,14 @@ def check_jax_arch(arch: str, setting: Setting) -> None:
                      f"this benchmark's configuration: {e}") from None
 
 
-def jax_loop(arch: str, setting: Setting) -> Callable[[int], float]:
-  """run(steps) -> seconds for `steps` steps of mtl_jax's train step, compiled."""
+def jax_loop(arch: str, setting: Setting, scan: bool = False) -> Callable[[int], float]:
+  """run(steps) -> seconds for `steps` steps of mtl_jax's train step, compiled (steps = 0:
+  the parameter count).
+
+  scan: run the steps as `train_and_evaluate` does on in-memory data: all of them in one
+    `train.make_train_fn` dispatch (a `lax.scan` over batch indices into the data on the
+    device), compiled (and run once, untimed) the first time a step count is asked for.
+  """
   import jax  # pylint: disable=import-outside-toplevel
   from mtl_jax import build, sharding, train  # pylint: disable=import-outside-toplevel
 
@@ -290,13 +301,31 @@ def jax_loop(arch: str, setting: Setting) -> Callable[[int], float]:
   mesh = sharding.make_mesh(jax.devices()[:1])
   batches = random_batches(setting)
   state = train.create_train_state(setup, 0, batches[0]["inputs"][:1], mesh)
-  step_fn = train.make_step_fn(setup, mesh)
-  batches = [jax.device_put(b, sharding.batch_sharding(mesh)) for b in batches]
+  if scan:
+    train_fn = train.make_train_fn(setup, mesh, on_device=True)
+    source = jax.device_put(jax.tree.map(lambda *b: np.concatenate(b), *batches),
+                            sharding.replicated(mesh))
+    rows = np.arange(NUM_BATCHES * setting.batch_size, dtype=np.int32).reshape(
+        NUM_BATCHES, setting.batch_size)
+    compiled = set()
+  else:
+    step_fn = train.make_step_fn(setup, mesh)
+    batches = [jax.device_put(b, sharding.batch_sharding(mesh)) for b in batches]
 
   def run(steps: int) -> float:
     nonlocal state
     if steps == 0:
       return float(sum(p.size for p in jax.tree.leaves(state.params)))
+    if scan:
+      xs = jax.device_put(rows[np.arange(steps) % NUM_BATCHES], sharding.batch_sharding(mesh, 1))
+      if steps not in compiled:   # compile this length and run it once, untimed
+        state, summary = train_fn(state, source, xs)
+        jax.block_until_ready(summary)
+        compiled.add(steps)
+      start = time.perf_counter()
+      state, summary = train_fn(state, source, xs)
+      jax.block_until_ready((state, summary))
+      return time.perf_counter() - start
     start = time.perf_counter()
     for i in range(steps):
       state, losses = step_fn(state, batches[i % NUM_BATCHES])
@@ -705,6 +734,7 @@ def worker_main(argv) -> None:
   parser.add_argument("kind", choices=("jax", "torch"))
   parser.add_argument("--cases", required=True, help="comma-separated arch/setting")
   parser.add_argument("--malloc", action="store_true", help="mtl_jax's allocator settings")
+  parser.add_argument("--scan", action="store_true", help="JAX: one lax.scan per request")
   args = parser.parse_args(argv)
   if args.kind == "jax":   # as an entry point does, before JAX starts its backend
     from mtl_jax import cpu_tuning  # pylint: disable=import-outside-toplevel
@@ -719,7 +749,7 @@ def worker_main(argv) -> None:
     arch, setting = case.split("/")
     try:
       loops[case] = (torch_loop(arch, SETTINGS[setting], libmtl) if args.kind == "torch"
-                     else jax_loop(arch, SETTINGS[setting]))
+                     else jax_loop(arch, SETTINGS[setting], scan=args.scan))
       loops[case](WARMUP_STEPS)
     except Exception as e:  # pylint: disable=broad-except
       print(f"error: {args.kind} {case}: {type(e).__name__}: {e}".replace("\n", " "), flush=True)
@@ -745,14 +775,14 @@ def fresh_environ() -> dict[str, str]:
 class Worker:
   """A worker process: `ms(case, steps)` -> milliseconds per step."""
 
-  def __init__(self, kind: str, cases: list[str], malloc: bool = False):
+  def __init__(self, kind: str, cases: list[str], malloc: bool = False, scan: bool = False):
     self.kind = kind
     here = os.path.dirname(os.path.abspath(__file__))
     env = fresh_environ()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
     self.process = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "--worker", kind, "--cases",
-         ",".join(cases), *(["--malloc"] if malloc else [])],
+         ",".join(cases), *(["--malloc"] if malloc else []), *(["--scan"] if scan else [])],
         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = self.process.stdout.readline().strip()
     if line != READY:
@@ -790,6 +820,8 @@ def summarize(rounds: list[dict[str, float]], sides: list[str]) -> dict[str, flo
       out[f"{case}/ratio"] = out[f"{case}/torch_ms"] / out[key]
       if "torch_tuned" in sides:
         out[f"{case}/ratio_tuned"] = out[f"{case}/torch_tuned_ms"] / out[key]
+      if "jax_scan" in sides:
+        out[f"{case}/ratio_scan"] = out[f"{case}/torch_ms"] / out[f"{case}/jax_scan_ms"]
   return dict(sorted(out.items()))
 
 
@@ -835,6 +867,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                            f"{DEFAULT_STEPS})")
   parser.add_argument("--torch-tuned", action="store_true",
                       help="also time PyTorch with mtl_jax's allocator settings")
+  parser.add_argument("--scan", action="store_true",
+                      help="also time JAX with each measurement's steps in one lax.scan "
+                           "dispatch, as train_and_evaluate runs in-memory data")
   args = parser.parse_args(argv)
   args.archs = [a.strip() for a in args.archs.split(",") if a.strip()]
   args.settings = [s.strip() for s in args.settings.split(",") if s.strip()]
@@ -864,12 +899,13 @@ def main(argv=None) -> dict[str, Any]:
   print(f"load average at the start: {load_start:.2f} on {os.cpu_count()} CPUs; cases: "
         f"{', '.join(cases)}", file=sys.stderr, flush=True)
   start = time.perf_counter()
-  sides = ["jax", "torch"] + (["torch_tuned"] if args.torch_tuned else [])
+  sides = (["jax", "torch"] + (["jax_scan"] if args.scan else [])
+           + (["torch_tuned"] if args.torch_tuned else []))
   workers = {}
   try:
     for side in sides:
-      workers[side] = Worker("jax" if side == "jax" else "torch", cases,
-                             malloc=side == "torch_tuned")
+      workers[side] = Worker("jax" if side.startswith("jax") else "torch", cases,
+                             malloc=side == "torch_tuned", scan=side == "jax_scan")
     print(f"workers ready after {time.perf_counter() - start:.0f} s", file=sys.stderr,
           flush=True)
     params = {(case, side): workers[side].params(case) for case in cases
