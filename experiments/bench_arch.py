@@ -497,26 +497,24 @@ def torch_modules(setting: Setting, arch: str, libmtl):
     widths = [w for w in setting.layers if isinstance(w, int)]
     dims = [setting.input_shape[0], *widths]
 
-    def encoder_class():
-      layers = []
-      for a, b in zip(dims[:-1], dims[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-      encoder = nn.Sequential(*layers)
+    def mlp_expert():
+      """One expert: Linear + ReLU per width."""
+      return nn.Sequential(*[m for a, b in zip(dims[:-1], dims[1:])
+                             for m in (nn.Linear(a, b), nn.ReLU())])
+
+    def ple_expert():
+      """One expert cut into the attributes LibMTL's PLE cuts its levels at: level 0 =
+      conv1 (the first Linear), bn1, relu (its ReLU), maxpool; level i = layer<i> (the next
+      Linear and its ReLU); layers past the expert's depth are never reached (_PLELevels)."""
+      encoder = nn.Module()
+      encoder.conv1, encoder.relu = nn.Linear(dims[0], dims[1]), nn.ReLU()
+      encoder.bn1, encoder.maxpool = nn.Identity(), nn.Identity()
+      for i in range(1, 5):
+        setattr(encoder, f"layer{i}", nn.Sequential(nn.Linear(dims[i], dims[i + 1]), nn.ReLU())
+                if i < len(widths) else nn.Identity())
       return encoder
 
-    if arch == "ple":
-      def encoder_class():
-        """One expert cut into the attributes LibMTL's PLE cuts its levels at: level 0 =
-        conv1 (the first Linear), bn1, relu (its ReLU), maxpool; level i = layer<i> (the next
-        Linear and its ReLU); layers past the expert's depth are never reached (_PLELevels)."""
-        encoder = nn.Module()
-        encoder.conv1, encoder.relu = nn.Linear(dims[0], dims[1]), nn.ReLU()
-        encoder.bn1, encoder.maxpool = nn.Identity(), nn.Identity()
-        for i in range(1, 5):
-          setattr(encoder, f"layer{i}", nn.Sequential(nn.Linear(dims[i], dims[i + 1]), nn.ReLU())
-                  if i < len(widths) else nn.Identity())
-        return encoder
-
+    encoder_class = ple_expert if arch == "ple" else mlp_expert
     rep = dims[-1]
   decoders = {}
   for name, n in setting.tasks:
