@@ -2,7 +2,12 @@
 
 Experts are *batched*: a bank of E experts is one `SpecStack` vectorised over a leading expert
 axis (`nn.vmap`, parameters stacked as `[E, ...]`), so the E experts run as a few large
-operations (one matmul or convolution per layer over all experts), not a Python loop:
+operations (one matmul per layer over all experts), not a Python loop. The exception
+(`mtl_jax.models.stacked`): on XLA:CPU a bank of conv experts (image inputs) runs as an
+unrolled loop over the experts, one convolution per expert, with the same stacked parameters,
+because vmapped convolutions become batched (grouped) convolutions, which XLA:CPU runs very
+slowly (a 3x3 conv's forward and backward, batch 32, two members: 600 / 160 / 110 ms on
+32x32x64 / 8x8x256 / 4x4x512 maps against 63 / 35 / 42 ms in a loop):
 
     # inside a compact method
     bank = expert_bank(spec.shared_layers, spec.dropout_rate, 8, train=train, name="experts")
@@ -22,12 +27,12 @@ Gates read a flat vector per example (`gate_input`: the experts' input flattened
 from __future__ import annotations
 
 import numbers
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mtl_jax.models import parts
+from mtl_jax.models import parts, stacked
 from mtl_jax.models.backbones import BACKBONE
 from mtl_jax.models.base import ModelSpec
 from mtl_jax.models.specs import SpecStack
@@ -40,8 +45,7 @@ EXPERTS = "experts"  # the name of the shared expert bank (MMoE, CGC, DSelect-k)
 
 
 class _Expert(nn.Module):
-  """One expert: the spec's layers. `train` is an attribute because `nn.vmap` passes no
-  keyword arguments."""
+  """One expert: the spec's layers."""
   spec: Sequence[Any]
   dropout_rate: float
   train: bool
@@ -51,18 +55,18 @@ class _Expert(nn.Module):
     return SpecStack(tuple(self.spec), self.dropout_rate, name="layers")(x, train=self.train)
 
 
-def _vmapped(per_expert_inputs: bool, num_experts: int):
-  return nn.vmap(_Expert, in_axes=0 if per_expert_inputs else None, out_axes=0,
-                 variable_axes={"params": 0},
-                 split_rngs={"params": True, "dropout": True}, axis_size=num_experts)
-
-
 def expert_bank(spec: Sequence[Any], dropout_rate: float, num_experts: int, *, train: bool,
-                name: str, per_expert_inputs: bool = False) -> nn.Module:
-  """Inside a compact method: `num_experts` experts of `spec` evaluated together, a module
-  named `name` mapping [B, ...] (or [E, B, ...] with `per_expert_inputs`) to [E, B, ...].
-  Each expert has its own parameters (initialised independently) and its own dropout masks."""
-  return _vmapped(per_expert_inputs, num_experts)(tuple(spec), dropout_rate, train, name=name)
+                name: str, per_expert_inputs: bool = False,
+                batched: bool | None = None) -> Callable[[jnp.ndarray], jnp.ndarray]:
+  """Inside a compact method: `num_experts` experts of `spec` evaluated together, a function
+  (the stack's parameters named `name`) mapping [B, ...] (or [E, B, ...] with
+  `per_expert_inputs`) to [E, B, ...]. Each expert has its own parameters (initialised
+  independently) and its own dropout masks. `batched`: `stacked.apply_stacked`'s (None: vmap,
+  except image inputs on XLA:CPU, an unrolled loop)."""
+  member = _Expert(tuple(spec), dropout_rate, train, name=name)
+  return lambda x: stacked.apply_stacked(member, num_experts, x,
+                                         in_axes=0 if per_expert_inputs else None,
+                                         batched=batched)
 
 
 def gate_input(x: jnp.ndarray) -> jnp.ndarray:
@@ -163,7 +167,7 @@ class MixtureModel(nn.Module):
             for task in self.tasks}
 
   def bank(self, num_experts: int, *, train: bool, name: str, layers: Sequence[Any] | None = None,
-           per_expert_inputs: bool = False) -> nn.Module:
+           per_expert_inputs: bool = False) -> Callable[[jnp.ndarray], jnp.ndarray]:
     """An `expert_bank` of `num_experts` experts of `layers` (default `spec.shared_layers`;
     call it inside `_route`)."""
     layers = self.spec.shared_layers if layers is None else layers

@@ -124,7 +124,7 @@ def apply_stacked(member: nn.Module, num: int, *inputs, in_axes: Any = 0,
   # those of nn.vmap.
   body = lambda module, carry, *xs: (carry, module(*xs, **kwargs))
   _, ys = nn.scan(body, in_axes=scan_axes, out_axes=0, variable_axes={"params": 0},
-                  split_rngs=rngs, length=num, unroll=num,
+                  split_rngs=rngs, length=num, unroll=max(num, 1),
                   check_constancy_invariants=False)(member, None, *inputs)
   return ys
 
