@@ -22,8 +22,13 @@ gradient); evaluation (`train=False`) always runs the current argmax tree.
 residual block ("r") starts a new layer; dropout ("d") and pooling ("p") join the layer before
 them (leading ones join the first). `(256,)` is one tree layer of `branches` Dense(256) nodes
 from which each head picks its parent (a search over "share or not"); `(256, "d", 128)` is two.
-The nodes of a layer are one vmapped `SpecStack` (their parameters stacked on a leading node
-axis), on vectors [B, D] and images [B, H, W, C] alike. `task_layers` build the heads.
+The nodes of a layer are one `SpecStack` with parameters stacked on a leading node axis
+(`mtl_jax.models.stacked`), on vectors [B, D] and images [B, H, W, C] alike, batched with
+`nn.vmap`; on XLA:CPU the image nodes run as an unrolled loop over the nodes (the same stacked
+parameters), because there vmapped convolutions become batched (grouped) convolutions, which
+are very slow (a 3x3 conv's forward and backward, batch 32, two nodes: 600 / 160 / 110 ms on
+32x32x64 / 8x8x256 / 4x4x512 maps against 63 / 35 / 42 ms in a loop). `task_layers` build the
+heads.
 
 **The search.** The model counts its own training calls in the collection "branching"
 (`step`, an int32 scalar; it lives in `TrainState.model_state`, so it is checkpointed and a run
@@ -61,7 +66,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.models import parts
+from mtl_jax.models import parts, stacked
 from mtl_jax.models.backbones import BACKBONE
 from mtl_jax.models.base import ModelSpec
 from mtl_jax.models.specs import SpecStack, parse_spec
@@ -127,7 +132,8 @@ def _fixed(logits: jnp.ndarray) -> jnp.ndarray:
 
 
 class _Nodes(nn.Module):
-  """One tree node: the layer group's spec on its input (vmapped over the node axis)."""
+  """One tree node: the layer group's spec on its input (stacked over the node axis by
+  `stacked.apply_stacked`)."""
   layers: tuple
   dropout_rate: float
   train: bool
@@ -135,11 +141,6 @@ class _Nodes(nn.Module):
   @nn.compact
   def __call__(self, x):
     return SpecStack(self.layers, self.dropout_rate, name="layers")(x, train=self.train)
-
-
-_NodeStack = nn.vmap(_Nodes, variable_axes={"params": 0}, split_rngs={"params": True,
-                                                                       "dropout": True},
-                     in_axes=0, out_axes=0)
 
 
 class LearningToBranch(nn.Module):
@@ -233,7 +234,8 @@ class LearningToBranch(nn.Module):
         if i:
           logits = self.param(f"{BRANCH}{i}", nn.initializers.zeros, (k, k))
           h = jnp.einsum("cp,p...->c...", self._weights(logits, phase, step).astype(h.dtype), h)
-        h = _NodeStack(group, spec.dropout_rate, train, name=f"{LAYER}{i}")(h)
+        h = stacked.apply_stacked(_Nodes(group, spec.dropout_rate, train, name=f"{LAYER}{i}"),
+                                  k, h)
       leaves = jnp.stack([self.param(LEAF + n, nn.initializers.zeros, (k,)) for n in names])
       weights = self._weights(leaves, phase, step).astype(h.dtype)
       reps = {n: jnp.einsum("p,p...->...", weights[t], h) for t, n in enumerate(names)}
