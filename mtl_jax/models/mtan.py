@@ -28,8 +28,12 @@ the same backbone, trunk and heads (`mtl_jax.models.hps`).
 
 Parameters: the backbone (`backbone`), the trunk (`shared`, stage j under `stage_<j>`) and
 the f^(j) (`shared_f_<j>`) are shared; `attention_<t>` (g_t^(j) and h_t^(j) as `g_<j>`,
-`h_<j>`) and the head belong to task t. The tasks' attention modules are evaluated together,
-stacked on a task axis under `jax.vmap`. The encoder/decoder split exists: `encode` returns
+`h_<j>`) and the head belong to task t. The tasks' attention modules are evaluated together
+(`mtl_jax.models.stacked.map_members`), batched with `jax.vmap` over a task axis, except on
+XLA:CPU with images: there they run as an unrolled loop over the tasks, because vmapped
+convolutions become batched (grouped) convolutions, which XLA:CPU runs very slowly (a 3x3
+conv's forward and backward, batch 32, two tasks: 600 / 160 / 110 ms on 32x32x64 / 8x8x256 /
+4x4x512 maps against 63 / 35 / 42 ms in a loop). The encoder/decoder split exists: `encode` returns
 {task: A_t^(J)}; task t's attention parameters sit inside the encoder but shape only Z_t, as
 the contract (`mtl_jax.models.base`) allows. `attention_masks(x)` returns the masks.
 """
@@ -43,7 +47,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.models import parts
+from mtl_jax.models import parts, stacked
 from mtl_jax.models.backbones import BACKBONE
 from mtl_jax.models.base import ModelSpec, pooled
 from mtl_jax.models.cross_stitch import Stages, stages_of, task_owner, task_params
@@ -145,8 +149,9 @@ class MTAN(nn.Module):
           for _ in range(stages[j].count("p")):
             f = max_pool_2x2(f)
           inputs = jnp.concatenate([inputs, f.reshape(inputs.shape)], axis=-1)
-        mask = jax.vmap(lambda q, u, j=j: attention.apply({"params": q}, u, train=train,
-                                                          stage=j))(params, inputs)
+        mask = stacked.map_members(
+            lambda q, u, j=j: attention.apply({"params": q}, u, train=train, stage=j),
+            params, inputs)
         masks.append(mask)
         attended = mask * z
       if part == "masks":
