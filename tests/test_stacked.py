@@ -1,0 +1,210 @@
+"""`mtl_jax.models.stacked`: N modules with stacked parameters, batched or as an unrolled loop.
+
+- the two ways read and write the same parameters (same names, same [N, ...] shapes, the
+  same initial values for the same rng) and give the same outputs for the same parameters,
+  for a shared input and for one input per member, Dense and conv layers, with and without
+  dropout (the same masks for the same rng);
+- the members are initialised independently and draw different dropout masks;
+- the default: batched, except image inputs on the CPU backend; `batched=` and `forced`
+  override it;
+- `map_members` (per-member parameter trees, or one stacked tree) agrees on both ways;
+- the four architectures built on it (MMoE's expert bank, LTB's nodes, cross-stitch's
+  columns, MTAN's attention modules) give the same outputs either way.
+"""
+
+import re
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mtl_jax.models import base, cross_stitch, ltb, mmoe, mtan, stacked
+from mtl_jax.models.specs import SpecStack
+from mtl_jax.tasks import Task
+
+N = 3
+VECTORS = jax.random.normal(jax.random.PRNGKey(0), (4, 5))
+IMAGES = jax.random.normal(jax.random.PRNGKey(1), (2, 6, 6, 2))
+DENSE = (4, "d", 3)
+CONV = (3, "d", "r")
+
+
+class Member(nn.Module):
+  layers: tuple
+  rate: float = 0.5
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    return SpecStack(self.layers, self.rate, name="layers")(x, train=train)
+
+
+class Parent(nn.Module):
+  """A stack named "stack" of N members, as the architectures build theirs."""
+  layers: tuple
+  shared: bool
+  batched: bool | None
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    return stacked.apply_stacked(Member(self.layers, name="stack"), N, x,
+                                 in_axes=None if self.shared else 0, batched=self.batched,
+                                 train=train)
+
+
+def _input(layers, shared):
+  x = VECTORS if layers is DENSE else IMAGES
+  if shared:
+    return x
+  return x[None] + jnp.arange(N, dtype=x.dtype).reshape((N,) + (1,) * x.ndim)
+
+
+def _close(a, b, rtol=1e-5, atol=1e-6):
+  jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=rtol, atol=atol), a, b)
+
+
+CASES = [(layers, shared) for layers in (DENSE, CONV) for shared in (True, False)]
+IDS = [f"{'dense' if l is DENSE else 'conv'}-{'shared' if s else 'per_member'}"
+       for l, s in CASES]
+
+
+@pytest.mark.parametrize("layers,shared", CASES, ids=IDS)
+def test_both_ways_share_parameters_and_outputs(layers, shared):
+  x = _input(layers, shared)
+  key = jax.random.PRNGKey(2)
+  batched, loop = Parent(layers, shared, True), Parent(layers, shared, False)
+  p_batched = jax.jit(batched.init)(key, x)
+  p_loop = jax.jit(loop.init)(key, x)
+  assert (jax.tree.structure(p_batched) == jax.tree.structure(p_loop))
+  assert jax.tree.map(jnp.shape, p_batched) == jax.tree.map(jnp.shape, p_loop)
+  leaf = next(iter(p_batched["params"]["stack"]["layers"].values()))["kernel"]
+  assert leaf.shape[0] == N
+  _close(p_batched, p_loop, rtol=0, atol=0)   # the same initial values too
+  # Random (not initial) parameters: the same outputs either way, evaluating and training.
+  leaves, tree = jax.tree.flatten(p_batched)
+  keys = jax.random.split(jax.random.PRNGKey(3), len(leaves))
+  params = tree.unflatten([jax.random.normal(k, l.shape) * 0.5 for k, l in zip(keys, leaves)])
+  out = jax.jit(batched.apply)(params, x)
+  assert out.shape == (N,) + (x.shape if shared else x.shape[1:])[:-1] + (out.shape[-1],)
+  _close(out, jax.jit(loop.apply)(params, x))
+  rngs = {"dropout": jax.random.PRNGKey(4)}
+  train = lambda model: jax.jit(lambda p: model.apply(p, x, train=True, rngs=rngs))(params)
+  _close(train(batched), train(loop))
+
+
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("layers", [DENSE, CONV], ids=["dense", "conv"])
+def test_members_are_initialised_independently_and_drop_out_independently(layers, batched):
+  model = Parent(layers, True, batched)
+  x = _input(layers, True)
+  variables = model.init(jax.random.PRNGKey(0), x)
+  for leaf in jax.tree.leaves(variables["params"]):
+    if np.abs(leaf).max() > 0:   # biases start at zero
+      for i in range(1, N):
+        assert not np.allclose(leaf[0], leaf[i])
+  # Every member with the same parameters: members differ only by their dropout masks.
+  same = jax.tree.map(lambda l: jnp.broadcast_to(l[:1], l.shape) + 0.1, variables)
+  evaluated = model.apply(same, x)
+  np.testing.assert_allclose(evaluated[0], evaluated[1], rtol=1e-6)
+  trained = model.apply(same, x, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
+  for i in range(1, N):
+    assert not np.allclose(trained[0], trained[i])
+
+
+def test_the_default_is_batched_except_images_on_the_cpu_backend(monkeypatch):
+  assert jax.default_backend() == "cpu"
+  assert stacked.is_batched([VECTORS], None)
+  assert stacked.is_batched([VECTORS[None]], 0)
+  assert not stacked.is_batched([IMAGES], None)
+  assert not stacked.is_batched([IMAGES[None]], 0)
+  assert stacked.is_batched([IMAGES[None]], None)   # a shared rank-5 input is no image
+  assert not stacked.is_batched([VECTORS[None], IMAGES[None]], (0, 0))
+  assert stacked.is_batched([IMAGES], None, batched=True)
+  assert not stacked.is_batched([VECTORS], None, batched=False)
+  with stacked.forced(False):
+    assert not stacked.is_batched([VECTORS], None)
+    assert stacked.is_batched([VECTORS], None, batched=True)
+    with stacked.forced(True):
+      assert stacked.is_batched([IMAGES], None)
+    assert not stacked.is_batched([VECTORS], None)
+  assert stacked.is_batched([VECTORS], None)
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert stacked.is_batched([IMAGES], None)
+
+
+def _groups(text):
+  return {int(g) for g in re.findall(r"(?:feature|batch)_group_count = (\d+)", text)}
+
+
+def test_the_loop_runs_one_convolution_per_member_and_leaves_no_loop_in_the_program():
+  params = Parent(CONV, True, False).init(jax.random.PRNGKey(0), IMAGES)
+  text = {}
+  for batched in (True, False):
+    model = Parent(CONV, True, batched)
+    grad = jax.jit(jax.grad(lambda p, model=model: model.apply(p, IMAGES).sum()))
+    text[batched] = grad.lower(params).as_text()
+  assert "while" not in text[False]
+  assert _groups(text[False]) == {1}
+  assert _groups(text[True]) - {1}   # vmapped convolutions: grouped
+
+
+def test_bad_in_axes_are_refused():
+  with pytest.raises(ValueError, match="in_axes"):
+    stacked.map_members(lambda p, x: x, [{}, {}], VECTORS, in_axes=1)
+  with pytest.raises(ValueError, match="2 in_axes for 1 inputs"):
+    stacked.map_members(lambda p, x: x, [{}, {}], VECTORS, in_axes=(0, None))
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_map_members_agrees_on_both_ways_for_listed_or_stacked_parameters(shared):
+  conv = nn.Conv(3, (3, 3))
+  trees = [conv.init(jax.random.PRNGKey(i), IMAGES)["params"] for i in range(N)]
+  stacked_tree = jax.tree.map(lambda *l: jnp.stack(l), *trees)
+  x = _input(CONV, shared)
+  keys = jax.random.split(jax.random.PRNGKey(5), N)
+  fn = lambda p, u, k: conv.apply({"params": p}, u) * jax.random.uniform(k)
+  axes = (None if shared else 0, 0)
+  reference = jnp.stack([fn(trees[i], x if shared else x[i], keys[i]) for i in range(N)])
+  for params in (trees, stacked_tree):
+    for batched in (True, False, None):
+      _close(stacked.map_members(fn, params, x, keys, in_axes=axes, batched=batched),
+             reference)
+
+
+TASKS = (Task("a", "classification", ("x", "y", "z")), Task("b", "regression"))
+
+
+def _models():
+  spec = base.ModelSpec(backbone_spec=(2,), shared_layers=(3, "d", "p", 4), task_layers=(),
+                        dropout_rate=0.3)
+  return {"mmoe": mmoe.make(TASKS, spec, num_experts=2),
+          "ltb": ltb.make(TASKS, spec, search_steps=5),
+          "cross_stitch": cross_stitch.make(TASKS, spec),
+          "mtan": mtan.make(TASKS, spec)}
+
+
+@pytest.mark.parametrize("name", ["mmoe", "ltb", "cross_stitch", "mtan"])
+def test_the_architectures_give_the_same_outputs_either_way(name):
+  model = _models()[name]
+  x = jax.random.normal(jax.random.PRNGKey(6), (2, 8, 8, 1))
+  with stacked.forced(True):
+    v_batched = model.init(jax.random.PRNGKey(7), x)
+  with stacked.forced(False):
+    v_loop = model.init(jax.random.PRNGKey(7), x)
+  _close(v_batched, v_loop, rtol=0, atol=0)
+  leaves, tree = jax.tree.flatten(v_batched["params"])
+  keys = jax.random.split(jax.random.PRNGKey(8), len(leaves))
+  params = tree.unflatten([l + 0.1 * jax.random.normal(k, l.shape)
+                           for k, l in zip(keys, leaves)])
+  variables = {**v_batched, "params": params}
+  rngs = {"dropout": jax.random.PRNGKey(9)}
+  outputs = {}
+  for batched in (True, False):
+    with stacked.forced(batched):
+      # New functions each time: `forced` is no part of jit's cache key.
+      outputs[batched] = (
+          jax.jit(lambda v: model.apply(v, x))(variables),
+          jax.jit(lambda v: model.apply(v, x, train=True, rngs=rngs, mutable=True)[0])(
+              variables))
+  _close(outputs[True], outputs[False], rtol=1e-5, atol=1e-5)
