@@ -29,6 +29,7 @@ VECTORS = jax.random.normal(jax.random.PRNGKey(0), (4, 5))
 IMAGES = jax.random.normal(jax.random.PRNGKey(1), (2, 6, 6, 2))
 DENSE = (4, "d", 3)
 CONV = (3, "d", "r")
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 class Member(nn.Module):
@@ -60,8 +61,10 @@ def _input(layers, shared):
   return x[None] + jnp.arange(N, dtype=x.dtype).reshape((N,) + (1,) * x.ndim)
 
 
-def _close(a, b, rtol=1e-5, atol=1e-6):
-  jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=rtol, atol=atol), a, b)
+def _close(a, b, rtol=1e-5):
+  """Equal to float tolerance: rtol, and as much absolute error on entries near zero (sums of
+  terms of order one that cancel)."""
+  jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=rtol, atol=rtol), a, b)
 
 
 CASES = [(layers, shared) for layers in (DENSE, CONV) for shared in (True, False)]
@@ -69,28 +72,43 @@ IDS = [f"{'dense' if l is DENSE else 'conv'}-{'shared' if s else 'per_member'}"
        for l, s in CASES]
 
 
+def _jit(fn):
+  """`fn` compiled once, at -O0: one small program instead of many op-by-op ones."""
+  return jax.jit(fn, compiler_options=FAST_COMPILE)
+
+
+def _perturbed(params, seed):
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+  return tree.unflatten([l + 0.5 * jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
+
+
+def _init_and_apply(model, x, **apply_kwargs):
+  """(initial variables, outputs evaluating, outputs training with dropout), the outputs with
+  perturbed (not initial) parameters; one program."""
+  def run(key):
+    initial = model.init(key, x)
+    variables = {**initial, "params": _perturbed(initial["params"], 3)}
+    rngs = {"dropout": jax.random.PRNGKey(4)}
+    return (initial, model.apply(variables, x, **apply_kwargs),
+            model.apply(variables, x, train=True, rngs=rngs, **apply_kwargs))
+  return _jit(run)(jax.random.PRNGKey(2))
+
+
 @pytest.mark.parametrize("layers,shared", CASES, ids=IDS)
 def test_both_ways_share_parameters_and_outputs(layers, shared):
   x = _input(layers, shared)
-  key = jax.random.PRNGKey(2)
-  batched, loop = Parent(layers, shared, True), Parent(layers, shared, False)
-  p_batched = jax.jit(batched.init)(key, x)
-  p_loop = jax.jit(loop.init)(key, x)
-  assert (jax.tree.structure(p_batched) == jax.tree.structure(p_loop))
-  assert jax.tree.map(jnp.shape, p_batched) == jax.tree.map(jnp.shape, p_loop)
-  leaf = next(iter(p_batched["params"]["stack"]["layers"].values()))["kernel"]
+  init_b, eval_b, train_b = _init_and_apply(Parent(layers, shared, True), x)
+  init_l, eval_l, train_l = _init_and_apply(Parent(layers, shared, False), x)
+  assert jax.tree.structure(init_b) == jax.tree.structure(init_l)
+  assert jax.tree.map(jnp.shape, init_b) == jax.tree.map(jnp.shape, init_l)
+  leaf = next(iter(init_b["params"]["stack"]["layers"].values()))["kernel"]
   assert leaf.shape[0] == N
-  _close(p_batched, p_loop, rtol=0, atol=0)   # the same initial values too
-  # Random (not initial) parameters: the same outputs either way, evaluating and training.
-  leaves, tree = jax.tree.flatten(p_batched)
-  keys = jax.random.split(jax.random.PRNGKey(3), len(leaves))
-  params = tree.unflatten([jax.random.normal(k, l.shape) * 0.5 for k, l in zip(keys, leaves)])
-  out = jax.jit(batched.apply)(params, x)
-  assert out.shape == (N,) + (x.shape if shared else x.shape[1:])[:-1] + (out.shape[-1],)
-  _close(out, jax.jit(loop.apply)(params, x))
-  rngs = {"dropout": jax.random.PRNGKey(4)}
-  train = lambda model: jax.jit(lambda p: model.apply(p, x, train=True, rngs=rngs))(params)
-  _close(train(batched), train(loop))
+  _close(init_b, init_l)   # the same initial values too (to float tolerance)
+  assert eval_b.shape == (N,) + (x.shape if shared else x.shape[1:])[:-1] + (eval_b.shape[-1],)
+  _close(eval_b, eval_l)
+  _close(train_b, train_l)   # the same dropout masks
+  assert not np.allclose(eval_b, train_b)
 
 
 @pytest.mark.parametrize("batched", [True, False])
@@ -98,17 +116,21 @@ def test_both_ways_share_parameters_and_outputs(layers, shared):
 def test_members_are_initialised_independently_and_drop_out_independently(layers, batched):
   model = Parent(layers, True, batched)
   x = _input(layers, True)
-  variables = model.init(jax.random.PRNGKey(0), x)
+
+  def run(key):
+    variables = model.init(key, x)
+    # Every member with the same parameters: members differ only by their dropout masks.
+    same = jax.tree.map(lambda l: jnp.broadcast_to(l[:1], l.shape) + 0.1, variables)
+    return (variables, model.apply(same, x),
+            model.apply(same, x, train=True, rngs={"dropout": jax.random.PRNGKey(1)}))
+
+  variables, evaluated, trained = _jit(run)(jax.random.PRNGKey(0))
   for leaf in jax.tree.leaves(variables["params"]):
     if np.abs(leaf).max() > 0:   # biases start at zero
       for i in range(1, N):
         assert not np.allclose(leaf[0], leaf[i])
-  # Every member with the same parameters: members differ only by their dropout masks.
-  same = jax.tree.map(lambda l: jnp.broadcast_to(l[:1], l.shape) + 0.1, variables)
-  evaluated = model.apply(same, x)
-  np.testing.assert_allclose(evaluated[0], evaluated[1], rtol=1e-6)
-  trained = model.apply(same, x, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
   for i in range(1, N):
+    np.testing.assert_allclose(evaluated[0], evaluated[i], rtol=1e-6)
     assert not np.allclose(trained[0], trained[i])
 
 
@@ -188,23 +210,9 @@ def _models():
 def test_the_architectures_give_the_same_outputs_either_way(name):
   model = _models()[name]
   x = jax.random.normal(jax.random.PRNGKey(6), (2, 8, 8, 1))
-  with stacked.forced(True):
-    v_batched = model.init(jax.random.PRNGKey(7), x)
-  with stacked.forced(False):
-    v_loop = model.init(jax.random.PRNGKey(7), x)
-  _close(v_batched, v_loop, rtol=0, atol=0)
-  leaves, tree = jax.tree.flatten(v_batched["params"])
-  keys = jax.random.split(jax.random.PRNGKey(8), len(leaves))
-  params = tree.unflatten([l + 0.1 * jax.random.normal(k, l.shape)
-                           for k, l in zip(keys, leaves)])
-  variables = {**v_batched, "params": params}
-  rngs = {"dropout": jax.random.PRNGKey(9)}
-  outputs = {}
+  results = {}
   for batched in (True, False):
-    with stacked.forced(batched):
-      # New functions each time: `forced` is no part of jit's cache key.
-      outputs[batched] = (
-          jax.jit(lambda v: model.apply(v, x))(variables),
-          jax.jit(lambda v: model.apply(v, x, train=True, rngs=rngs, mutable=True)[0])(
-              variables))
-  _close(outputs[True], outputs[False], rtol=1e-5, atol=1e-5)
+    with stacked.forced(batched):   # traced inside (`forced` is no part of jit's cache key)
+      results[batched] = _init_and_apply(model, x, mutable=True)
+  _close(results[True][0], results[False][0])
+  _close(results[True][1:], results[False][1:])
