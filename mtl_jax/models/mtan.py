@@ -44,7 +44,6 @@ import math
 from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from mtl_jax.models import parts, stacked
