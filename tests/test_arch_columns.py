@@ -29,7 +29,6 @@ TASKS = (Task("a", "classification", ("x", "y", "z")), Task("b", "regression"))
 NAMES = ("a", "b")
 VECTORS = jax.random.normal(jax.random.PRNGKey(0), (5, 7))
 IMAGES = jax.random.normal(jax.random.PRNGKey(1), (3, 8, 8, 1))
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 class Identity(nn.Module):
@@ -65,7 +64,7 @@ def _hps(tasks, spec):
 
 def _jit(fn):
   """`fn` compiled once, at -O0: one small program instead of many op-by-op ones."""
-  return jax.jit(fn, compiler_options=FAST_COMPILE)
+  return jax.jit(fn)
 
 
 def _close(got, want):
@@ -218,7 +217,7 @@ def test_two_training_steps_on_images_with_conv_stages(name):
                                         "b": np.array([0.5, np.nan, 1.0], np.float32)}}
   state = train.create_train_state(setup, 0, images[:1], mesh)
   before = jax.device_get(state.params)
-  step = jax.jit(functools.partial(train.train_step, setup), compiler_options=FAST_COMPILE)
+  step = jax.jit(functools.partial(train.train_step, setup))
   for _ in range(2):
     state, losses = step(state, batch)
   assert np.all(np.isfinite(jax.device_get(losses)))

@@ -26,13 +26,10 @@ def _params(model, x=X, seed=1):
       lambda s: jnp.asarray(rng.normal(0.0, 0.5, s.shape), s.dtype), shapes))
 
 
-# Each test compiles a few small programs: LLVM -O0 compiles them in less time.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def _apply(model, params, x=X, method=None):
-  return jax.jit(lambda p, x: model.apply({"params": p}, x, method=method),
-                 compiler_options=FAST_COMPILE)(params, x)
+  return jax.jit(lambda p, x: model.apply({"params": p}, x, method=method))(params, x)
 
 
 def _close(a, b):
@@ -169,7 +166,7 @@ def test_experts_are_one_batched_stack_not_a_loop(name):
 
 def test_each_expert_is_initialised_on_its_own():
   model = models.get("mmoe", TASKS, SPEC, num_experts=2)
-  init = jax.jit(model.init, compiler_options=FAST_COMPILE)
+  init = jax.jit(model.init)
   kernel = init(jax.random.PRNGKey(0), X)["params"]["experts"]["layers"]["dense_0"]
   assert not np.allclose(kernel["kernel"][0], kernel["kernel"][1])
 
@@ -238,7 +235,7 @@ def test_dselect_k_entropy_regularizer_is_zero_for_binary_selectors_positive_oth
   uniform = _apply(model, params, method="regularizer")
   np.testing.assert_allclose(uniform, 0.1 * 2 * 2 * np.log(4), rtol=1e-5)  # 2 tasks, k = 2
   penalty = lambda p: model.apply({"params": p}, X, method="regularizer")
-  grad = jax.jit(jax.grad(penalty), compiler_options=FAST_COMPILE)(_params(model))
+  grad = jax.jit(jax.grad(penalty))(_params(model))
   assert np.abs(grad["z_logits_a"]["bias"]).sum() > 0
   _binary_selectors(params, "a", [0, 3], m=2)
   _binary_selectors(params, "b", [2, 2], m=2)

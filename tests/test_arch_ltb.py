@@ -25,7 +25,6 @@ NAMES = ("a", "b")
 X = jax.random.normal(jax.random.PRNGKey(0), (6, 5))
 LABELS = {"a": jnp.array([0, 1, 2, -1, 0, 1]),
           "b": jnp.array([0.5, jnp.nan, 1.0, 2.0, 0.0, 1.0])}
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def _model(shared=(6, 5), **hyperparameters):
@@ -34,7 +33,7 @@ def _model(shared=(6, 5), **hyperparameters):
 
 
 def _jit(fn):
-  return jax.jit(fn, compiler_options=FAST_COMPILE)
+  return jax.jit(fn)
 
 
 @functools.lru_cache(maxsize=None)

@@ -8,8 +8,9 @@
 - the default: batched, except image inputs on the CPU backend; `batched=` and `forced`
   override it;
 - `map_members` (per-member parameter trees, or one stacked tree) agrees on both ways;
-- the four architectures built on it (MMoE's expert bank, LTB's nodes, cross-stitch's
-  columns, MTAN's attention modules) give the same outputs either way.
+- an architecture through each entry point (LTB's nodes through `apply_stacked`, as the
+  expert banks; cross-stitch's columns through `map_members`, as MTAN's attention modules)
+  gives the same outputs either way.
 """
 
 import re
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtl_jax.models import base, cross_stitch, ltb, mmoe, mtan, stacked
+from mtl_jax.models import base, cross_stitch, ltb, stacked
 from mtl_jax.models.specs import SpecStack
 from mtl_jax.tasks import Task
 
@@ -29,7 +30,6 @@ VECTORS = jax.random.normal(jax.random.PRNGKey(0), (4, 5))
 IMAGES = jax.random.normal(jax.random.PRNGKey(1), (2, 6, 6, 2))
 DENSE = (4, "d", 3)
 CONV = (3, "d", "r")
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 class Member(nn.Module):
@@ -74,7 +74,7 @@ IDS = [f"{'dense' if l is DENSE else 'conv'}-{'shared' if s else 'per_member'}"
 
 def _jit(fn):
   """`fn` compiled once, at -O0: one small program instead of many op-by-op ones."""
-  return jax.jit(fn, compiler_options=FAST_COMPILE)
+  return jax.jit(fn)
 
 
 def _perturbed(params, seed):
@@ -200,13 +200,13 @@ TASKS = (Task("a", "classification", ("x", "y", "z")), Task("b", "regression"))
 def _models():
   spec = base.ModelSpec(backbone_spec=(2,), shared_layers=(3, "d", "p", 4), task_layers=(),
                         dropout_rate=0.3)
-  return {"mmoe": mmoe.make(TASKS, spec, num_experts=2),
-          "ltb": ltb.make(TASKS, spec, search_steps=5),
-          "cross_stitch": cross_stitch.make(TASKS, spec),
-          "mtan": mtan.make(TASKS, spec)}
+  return {"ltb": ltb.make(TASKS, spec, search_steps=5),
+          "cross_stitch": cross_stitch.make(TASKS, spec)}
 
 
-@pytest.mark.parametrize("name", ["mmoe", "ltb", "cross_stitch", "mtan"])
+# One architecture per entry point: `apply_stacked` (LTB's nodes, as the expert banks of MMoE,
+# CGC, PLE and DSelect-k) and `map_members` (cross-stitch's columns, as MTAN's attention).
+@pytest.mark.parametrize("name", ["ltb", "cross_stitch"])
 def test_the_architectures_give_the_same_outputs_either_way(name):
   model = _models()[name]
   x = jax.random.normal(jax.random.PRNGKey(6), (2, 8, 8, 1))

@@ -10,16 +10,13 @@ import pytest
 from mtl_jax import weighting
 
 
-# Less LLVM optimisation: a third less compile time for these tiny shapes (as the property
-# suite, test_weighting_properties.py).
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 @functools.lru_cache(maxsize=None)
 def _method():
   """The method and its jitted update, built once (compiles are slow)."""
   method = weighting.get("con_fig")
-  return method, jax.jit(method.update, compiler_options=FAST_COMPILE)
+  return method, jax.jit(method.update)
 
 
 def _weights(jacobian, counts=None):

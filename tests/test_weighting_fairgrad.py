@@ -10,6 +10,8 @@ from scipy.optimize import least_squares
 
 from mtl_jax import weighting
 
+from compile_options import FULL_OPTIMIZATION
+
 TOL = 1e-4  # checked below; the solver stops at 1e-5 on the same scale-free residual
 
 
@@ -17,7 +19,7 @@ TOL = 1e-4  # checked below; the solver stops at 1e-5 on the same scale-free res
 def _method(**kwargs):
   """The method and its jitted update, built once per hyper-parameters (compiles are slow)."""
   method = weighting.get("fairgrad", **kwargs)
-  return method, jax.jit(method.update)
+  return method, jax.jit(method.update, compiler_options=FULL_OPTIMIZATION)
 
 
 def _run(jacobians, counts=None, **kwargs):

@@ -11,9 +11,6 @@ from mtl_jax import weighting
 from mtl_jax.weighting import base, gradvac
 
 
-# Less LLVM optimisation: a third less compile time for these tiny shapes (as the property
-# suite, test_weighting_properties.py).
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 @functools.cache
@@ -24,7 +21,7 @@ def _method(name="gradvac", **kwargs):
 
 @functools.cache
 def _update(method):
-  return jax.jit(method.update, compiler_options=FAST_COMPILE)
+  return jax.jit(method.update)
 
 
 def _step(method, state, jacobian, counts=None, key=None):

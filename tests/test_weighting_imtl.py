@@ -12,15 +12,12 @@ from mtl_jax import weighting
 from mtl_jax.weighting import imtl
 
 
-# Less LLVM optimisation: a third less compile time for these tiny shapes (as the property
-# suite, test_weighting_properties.py).
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 @functools.cache
 def _jitted(method):
   """The method's update under one jax.jit, shared by the tests (compiles are slow)."""
-  return jax.jit(method.update, compiler_options=FAST_COMPILE)
+  return jax.jit(method.update)
 
 
 GRADIENT_MODE = weighting.get("imtl", mode="gradient")

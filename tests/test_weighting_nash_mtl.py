@@ -13,16 +13,13 @@ from mtl_jax import weighting
 TOL = 1e-4  # checked below; the solver stops at 1e-5 on the same scale-free residual
 
 
-# Less LLVM optimisation: a third less compile time for these tiny shapes (as the property
-# suite, test_weighting_properties.py).
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 @functools.lru_cache(maxsize=None)
 def _method(**kwargs):
   """The method and its jitted update, built once per hyper-parameters (compiles are slow)."""
   method = weighting.get("nash_mtl", **kwargs)
-  return method, jax.jit(method.update, compiler_options=FAST_COMPILE)
+  return method, jax.jit(method.update)
 
 
 def _run(jacobians, counts=None, **kwargs):

@@ -11,16 +11,13 @@ from mtl_jax import weighting
 from mtl_jax.weighting import base, pcgrad
 
 
-# Less LLVM optimisation: a third less compile time for these tiny shapes (as the property
-# suite, test_weighting_properties.py).
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 @functools.cache
 def _method(**kwargs):
   """The method and its jitted update, built once per hyper-parameters (compiles are slow)."""
   method = weighting.get("pcgrad", **kwargs)
-  return method, jax.jit(method.update, compiler_options=FAST_COMPILE)
+  return method, jax.jit(method.update)
 
 
 def _weights(jacobian, counts=None, key=None):

@@ -61,15 +61,12 @@ def _method(name):
   return _build(first)
 
 
-# Less LLVM optimisation: about a third less compile time for these tiny shapes; the HLO
-# passes (fusion, simplification), which could change results, still run.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 @functools.cache
 def _build(name):
   method = weighting.get(name, **HYPERPARAMETERS.get(name, {}))
-  return method, jax.jit(method.update, compiler_options=FAST_COMPILE)
+  return method, jax.jit(method.update)
 
 
 def _init(method):

@@ -2,11 +2,14 @@
 
 import itertools
 
+import jax
 import numpy as np
 import pytest
 from scipy import optimize
 
 from mtl_jax import weighting
+
+from compile_options import FULL_OPTIMIZATION
 
 J = np.array([[1.0, 0.0, 2.0], [0.0, 2.0, -1.0], [-1.0, 1.0, 0.0]], np.float32)
 LOSSES = np.ones(3, np.float32)
@@ -49,7 +52,8 @@ def _regularised_optimum(gram, lamda):
 
 def _update(method, state, grads, counts=None):
   losses = np.ones(len(grads), np.float32)
-  w, state = method.update(state, weighting.make_inputs(losses, counts, grads=grads))
+  update = jax.jit(method.update, compiler_options=FULL_OPTIMIZATION)
+  w, state = update(state, weighting.make_inputs(losses, counts, grads=grads))
   return np.asarray(w), state
 
 
