@@ -23,11 +23,13 @@ adds its cost to.) In the conv stages "conv" is a 3x3 convolution with bias and 
 the widths are ResNet-18's, which LibMTL's MTAN hard-codes ([64, 128, 256, 512] after the four
 ResNet layers); the last stage works on 4x4 maps.
 
-Reading the conv figures: mtl_jax runs per-task columns (`cross_stitch`, `ltb`), like expert
-banks, as one `jax.vmap` over stacked parameters, which XLA:CPU turns into grouped
-convolutions; in a micro-benchmark (2026-11-30, jaxlib 0.10.2, batch 32, T = 2, a 3x3 conv's
-forward and backward) those took 600 / 160 / 110 ms on 32x32x64 / 8x8x256 / 4x4x512 maps against
-63 / 35 / 42 ms for one convolution per task in a Python loop.
+Reading the conv figures: per-task columns (`cross_stitch`, `ltb`), expert banks and MTAN's
+attention modules keep their parameters stacked; on XLA:CPU a stack of image layers runs as an
+unrolled loop of separate convolutions (`mtl_jax/models/stacked.py`), because `jax.vmap` turns
+it into grouped convolutions that XLA:CPU runs slowly: in a micro-benchmark (2026-11-30, jaxlib
+0.10.2, batch 32, T = 2, a 3x3 conv's forward and backward) those took 600 / 160 / 110 ms on
+32x32x64 / 8x8x256 / 4x4x512 maps against 63 / 35 / 42 ms as separate convolutions; the
+cross-stitch conv step went from 3,491 to 526 ms with the loop.
 
 `--settings conv32` (not run by default) is the same conv network on 32x32 images, so on 2x2
 maps in its last stage: there XLA:CPU (jaxlib 0.10.2, with or without `cpu_tuning`) is
