@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mtl_jax import models
-from mtl_jax.models import base, dselect_k
+from mtl_jax.models import base, dselect_k, experts, specs
 from mtl_jax.tasks import Task
 
 TASKS = (Task("a", "classification", ("x", "y", "z")), Task("b", "regression"))
@@ -169,6 +169,45 @@ def test_each_expert_is_initialised_on_its_own():
   init = jax.jit(model.init)
   kernel = init(jax.random.PRNGKey(0), X)["params"]["experts"]["layers"]["dense_0"]
   assert not np.allclose(kernel["kernel"][0], kernel["kernel"][1])
+
+
+def test_cgc_banks_reading_one_input_run_as_one_stack_each_with_its_own_parameters():
+  """CGC's shared and task banks all read x: their experts run as one batched stack (as many
+  matmuls as MMoE with as many experts in one bank), the outputs are each bank's evaluated on
+  its own, each bank's parameters keep the initial values of a bank on its own, and a task's
+  loss reaches only the shared bank and its own."""
+  spec = base.ModelSpec(shared_layers=(6, 6), task_layers=(4,))
+  model = models.get("cgc", TASKS, spec, num_shared_experts=4, num_task_experts=2)
+  mmoe = models.get("mmoe", TASKS, spec, num_experts=8)
+  def matmuls(m):
+    jaxpr = jax.make_jaxpr(lambda p: m.apply({"params": p}, X))(_params(m))
+    return str(jaxpr).count("dot_general")
+  assert matmuls(model) == matmuls(mmoe)
+
+  params = _params(model)
+  assert {k: params[k]["layers"]["dense_0"]["kernel"].shape
+          for k in ("experts", "experts_a", "experts_b")} == {
+              "experts": (4, 5, 6), "experts_a": (2, 5, 6), "experts_b": (2, 5, 6)}
+  def bank(name):  # one bank on its own, f32[E, B, 6]
+    layer = specs.SpecStack((6, 6))
+    return jax.vmap(lambda q: layer.apply({"params": q}, X, train=False))(params[name]["layers"])
+  gates = _apply(model, params, method="gates")
+  want = {t: (jnp.einsum("be,ebd->bd", gates[f"gate_{t}"][:, :4], bank("experts"))
+              + jnp.einsum("be,ebd->bd", gates[f"gate_{t}"][:, 4:], bank(f"experts_{t}")))
+          for t in NAMES}
+  _close(_apply(model, params, method="encode"), want)
+
+  class OneBank(flax.linen.Module):
+    @flax.linen.compact
+    def __call__(self, x):
+      return experts.expert_bank((6, 6), 0.0, 2, train=False, name="experts_a")(x)
+  key = jax.random.PRNGKey(3)
+  _close(model.init(key, X)["params"]["experts_a"], OneBank().init(key, X)["params"]["experts_a"])
+
+  grads = jax.grad(lambda p: model.apply({"params": p}, X, method="encode")["a"].sum())(params)
+  assert all(np.any(g != 0) for g in jax.tree.leaves(grads["experts"]))
+  assert all(np.any(g != 0) for g in jax.tree.leaves(grads["experts_a"]))
+  assert all(np.all(g == 0) for g in jax.tree.leaves(grads["experts_b"]))
 
 
 # Banks of two experts everywhere: the batched convolutions of one shape are compiled once.

@@ -10,8 +10,10 @@ own; task t's gate is a softmax over the shared experts and its own (the paper's
 
 x is the experts' input: the backbone's output (`spec.backbone_spec` or a user's `backbone`;
 the raw input without one), flattened per example for the gates. Every expert is a
-`SpecStack` of `spec.shared_layers` (Dense+ReLU on vectors, 3x3 convs on images); each group
-of experts runs batched (`experts.expert_bank`). Tower h_t is the task's head (`task_layers`,
+`SpecStack` of `spec.shared_layers` (Dense+ReLU on vectors, 3x3 convs on images). The shared
+and task banks all read x, so they run fused as one batched stack of m_s + sum_t m_t experts
+(`experts.fused_banks`; per-op overhead dominates at census size), each bank keeping its own
+parameters. Tower h_t is the task's head (`task_layers`,
 pooling, output Dense; or the user's `heads[t]`). With no task-specific experts CGC is MMoE
 (same parameter names, same outputs).
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import jax.numpy as jnp
+import numpy as np
 
 from mtl_jax.models import experts
 from mtl_jax.models.base import ModelSpec
@@ -58,26 +61,46 @@ def extraction_level(model: experts.MixtureModel, shared_in: jnp.ndarray,
 
   Returns:
     ({task: Z_t}, the shared gate's mixture or None, {gate name: f32[B, E]}).
+
+  When every bank reads the same input (`task_in[t] is shared_in`: CGC, PLE's first level)
+  the banks run fused (`experts.fused_banks`), else one `expert_bank` each; the same
+  parameters either way.
   """
-  shared = model.bank(num_shared, train=train, name=f"{prefix}{experts.EXPERTS}",
-                      layers=layers)(shared_in)
-  own = {t.name: model.bank(num_task[t.name], train=train, layers=layers,
-                            name=f"{prefix}{experts.EXPERTS}_{t.name}")(task_in[t.name])
-         for t in model.tasks if num_task[t.name] > 0}
+  layers = model.spec.shared_layers if layers is None else layers
+  shared_name = f"{prefix}{experts.EXPERTS}"
+  if all(task_in[t.name] is shared_in for t in model.tasks):
+    # Every bank reads the same input: one stacked computation over all the level's experts
+    # (shared first, then the tasks' in task order), each bank's parameters its own.
+    banks = [(shared_name, num_shared)] + [(f"{shared_name}_{t.name}", num_task[t.name])
+                                           for t in model.tasks]
+    every = experts.fused_banks(model, banks, layers, model.spec.dropout_rate, shared_in,
+                                train=train)
+    starts = dict(zip([t.name for t in model.tasks],
+                      num_shared + np.cumsum([0] + [num_task[t.name] for t in model.tasks])))
+    select = lambda weights, t: experts.mix_groups(
+        weights, every, [(0, num_shared), (int(starts[t]), num_task[t])])
+    select_all = lambda weights: experts.mix(weights, every)
+  else:
+    shared = model.bank(num_shared, train=train, name=shared_name, layers=layers)(shared_in)
+    own = {t.name: model.bank(num_task[t.name], train=train, layers=layers,
+                              name=f"{shared_name}_{t.name}")(task_in[t.name])
+           for t in model.tasks if num_task[t.name] > 0}
+    select = lambda weights, t: experts.mix_banks(weights, [shared] + ([own[t]] if t in own
+                                                                       else []))
+    select_all = lambda weights: experts.mix_banks(
+        weights, [shared] + [own[t.name] for t in model.tasks if t.name in own])
   gates, reps = {}, {}
   for t in model.tasks:
     name = f"{prefix}gate_{t.name}"
     gates[name] = experts.softmax_gate(experts.gate_input(task_in[t.name]),
                                        num_shared + num_task[t.name], name=name)
-    reps[t.name] = experts.mix_banks(gates[name], [shared] + ([own[t.name]] if t.name in own
-                                                              else []))
+    reps[t.name] = select(gates[name], t.name)
   mixed = None
   if shared_gate:
     name = f"{prefix}shared_gate"
     total = num_shared + sum(num_task.values())
     gates[name] = experts.softmax_gate(experts.gate_input(shared_in), total, name=name)
-    mixed = experts.mix_banks(gates[name], [shared] + [own[t.name] for t in model.tasks
-                                                       if t.name in own])
+    mixed = select_all(gates[name])
   return reps, mixed, gates
 
 

@@ -21,6 +21,13 @@ expert (`[E, B, ...]`). Experts built from a spec of ints are Dense+ReLU stacks 
 shape. A bank's parameters sit under its name with the `SpecStack` under `layers`:
 `params[name]["layers"]["dense_0"]["kernel"]` has shape `[E, D_in, D_out]`.
 
+Banks of one spec that read the SAME input (CGC's shared and task banks, PLE's first level) run
+fused (`fused_banks`): their stacked parameters are concatenated along the expert axis at apply
+time and the spec's layers run once over all their experts (one matmul per layer, as MMoE's
+one bank), because at census size (499 inputs, Dense [16, 8]) per-op overhead dominates. Each
+bank keeps its own parameters (name, `[E, ...]` shape, initial values), so its gradient lands
+in its own tree; `mix_groups` mixes a gate's groups of the concatenation with one einsum.
+
 Gates read a flat vector per example (`gate_input`: the experts' input flattened to `[B, D]`).
 """
 
@@ -30,16 +37,17 @@ import numbers
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from mtl_jax.models import parts, stacked
 from mtl_jax.models.backbones import BACKBONE
 from mtl_jax.models.base import ModelSpec
-from mtl_jax.models.specs import SpecStack
+from mtl_jax.models.specs import SpecStack, parse_spec
 from mtl_jax.tasks import Task
 
-__all__ = ["EXPERTS", "expert_bank", "MixtureModel", "check_count", "gate_input", "mix",
-           "mix_banks", "model_fields", "softmax_gate"]
+__all__ = ["EXPERTS", "expert_bank", "fused_banks", "MixtureModel", "check_count", "gate_input",
+           "mix", "mix_banks", "mix_groups", "model_fields", "softmax_gate"]
 
 EXPERTS = "experts"  # the name of the shared expert bank (MMoE, CGC, DSelect-k)
 
@@ -67,6 +75,40 @@ def expert_bank(spec: Sequence[Any], dropout_rate: float, num_experts: int, *, t
   return lambda x: stacked.apply_stacked(member, num_experts, x,
                                          in_axes=0 if per_expert_inputs else None,
                                          batched=batched)
+
+
+def fused_banks(module: nn.Module, banks: Sequence[tuple[str, int]], spec: Sequence[Any],
+                dropout_rate: float, x: jnp.ndarray, *, train: bool,
+                batched: bool | None = None) -> jnp.ndarray:
+  """Inside a compact method of `module`: banks [(name, number of experts)] of experts of `spec`,
+  all reading x [B, ...], evaluated as ONE stack: f32[sum E, B, ...], the banks' experts in the
+  given order (banks of 0 experts have none and no parameters).
+
+  The parameters are exactly `expert_bank`'s, one tree per bank (`params[name]["layers"]`,
+  `[E, ...]`): at init they are created by `expert_bank` (the same initial values); at apply
+  they are read, concatenated along the expert axis and the spec's layers run once over all the
+  experts (`stacked.map_members`: vmap; an unrolled loop for images on XLA:CPU), so each
+  bank's gradient flows back through the concatenation into its own tree. Every expert draws
+  its own dropout mask (one "dropout" key split per expert; not `expert_bank`'s masks)."""
+  banks = [(name, int(n)) for name, n in banks if n > 0]
+  if module.is_initializing():
+    for name, n in banks:
+      expert_bank(spec, dropout_rate, n, train=train, name=name, batched=batched)(x)
+  params = module.variables["params"]
+  missing = [name for name, _ in banks if name not in params]
+  if missing:
+    raise ValueError(f"no parameters for the expert banks {missing}")
+  trees = [params[name]["layers"] for name, _ in banks]
+  tree = trees[0] if len(trees) == 1 else jax.tree.map(
+      lambda *leaves: jnp.concatenate(leaves, axis=0), *trees)
+  total = sum(n for _, n in banks)
+  layers = SpecStack(tuple(spec), dropout_rate, parent=None)
+  if train and dropout_rate > 0 and "d" in parse_spec(spec):
+    keys = jax.random.split(module.make_rng("dropout"), total)
+    apply = lambda p, h, key: layers.apply({"params": p}, h, train=True, rngs={"dropout": key})
+    return stacked.map_members(apply, tree, x, keys, in_axes=(None, 0), batched=batched)
+  apply = lambda p, h: layers.apply({"params": p}, h, train=train)
+  return stacked.map_members(apply, tree, x, in_axes=None, batched=batched)
 
 
 def gate_input(x: jnp.ndarray) -> jnp.ndarray:
@@ -98,6 +140,30 @@ def mix_banks(weights: jnp.ndarray, banks: Sequence[jnp.ndarray]) -> jnp.ndarray
   if start != weights.shape[-1]:
     raise ValueError(f"{weights.shape[-1]} gate weights for {start} experts")
   return out
+
+
+def mix_groups(weights: jnp.ndarray, experts: jnp.ndarray,
+               groups: Sequence[tuple[int, int]]) -> jnp.ndarray:
+  """`mix` of the experts in `groups` [(start, count)] (ascending, disjoint) of
+  experts f32[E, B, ...], weights f32[B, sum count] over them in that order: the weights are
+  spread over the E experts (zeros elsewhere) and mixed with one einsum."""
+  pieces, used, end = [], 0, 0
+  zeros = lambda n: jnp.zeros((weights.shape[0], n), weights.dtype)
+  for start, count in groups:
+    if count == 0:
+      continue
+    if start < end:
+      raise ValueError(f"groups {list(groups)} are not ascending and disjoint")
+    if start > end:
+      pieces.append(zeros(start - end))
+    pieces.append(weights[:, used:used + count])
+    used, end = used + count, start + count
+  if used != weights.shape[-1] or end > experts.shape[0]:
+    raise ValueError(f"{weights.shape[-1]} gate weights for groups {list(groups)} of "
+                     f"{experts.shape[0]} experts")
+  if end < experts.shape[0]:
+    pieces.append(zeros(experts.shape[0] - end))
+  return mix(pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=-1), experts)
 
 
 def check_count(model: str, key: str, value: Any, *, minimum: int) -> int:

@@ -15,7 +15,9 @@ task t's experts g_t^(j-1)) and each gate is a softmax of a Dense of its branch,
 The last level has only task gates, and tower t reads Z_t = g_t^L(x): y_t = h_t(Z_t).
 
 x is the backbone's output (`spec.backbone_spec` or a user's `backbone`; the raw input
-without one).
+without one). The first level's banks all read x and run fused as one batched stack
+(`experts.fused_banks`: per-op overhead dominates at census size); the later levels' banks
+read different branches and run one `expert_bank` each.
 
 **The levels split the expert spec** `spec.shared_layers`: level j's experts are the j-th
 group of its consecutive layers (each int or "r" starts a layer; a "d" or "p" stays with the
