@@ -23,6 +23,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.dataset.name = "digits"            # a built-in dataset (mtl_jax.data.BUILTIN) or "images"
   c.dataset.split_seed = 0             # the train/val/test split is a function of this
   c.dataset.missing_fraction = 0.0     # blank this fraction of each task's training labels
+  c.dataset.path = ""                  # file-backed built-ins (mnist): the .npz to read
+  c.dataset.flatten = False            # mnist: images [N, 28, 28, 1] -> vectors [N, 784]
+  c.dataset.normalize = ()             # mnist: (mean, std): inputs become (x - mean) / std
   c.dataset.data_on_device = True      # in-memory data: keep it on the devices, index on device
   c.tasks = ()                         # which of the dataset's tasks to train; () = all
 
