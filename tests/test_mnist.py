@@ -10,7 +10,6 @@ import pytest
 import mtl_jax as mj
 from mtl_jax import config as config_lib
 from mtl_jax import data as data_lib
-from mtl_jax.data import mnist
 from mtl_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
