@@ -41,7 +41,7 @@ average) and concatenated over tasks when there is one per task.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import flax
 import flax.linen as nn
@@ -109,6 +109,23 @@ def owner_of(model: nn.Module, path: Sequence[str], task_names: Sequence[str]) -
     raise ValueError(f"model {type(model).__name__}: owner of {'/'.join(path)!r} is "
                      f"{found!r}, not one of the tasks {tuple(task_names)}")
   return found
+
+
+def owner_by_names(names: Sequence[str], shared: Sequence[str],
+               prefixes: Sequence[str]) -> Callable[[tuple], str | None]:
+  """An `owner(path)` for models whose shared names repeat per stage (`stitch_0`, `stitch_1`):
+  None for a top-level name in `shared` or starting with one of them plus "_", else the task
+  that `<prefix><task>` names (ValueError for any other name)."""
+  def owner(path: tuple) -> str | None:
+    top = path[0]
+    if any(top == s or top.startswith(s + "_") for s in shared):
+      return None
+    for prefix in prefixes:
+      if top.startswith(prefix) and top[len(prefix):] in names:
+        return top[len(prefix):]
+    raise ValueError(f"parameter {'/'.join(path)!r} is neither shared ({tuple(shared)}) nor "
+                     f"a task's ({tuple(p + '<task>' for p in prefixes)}, tasks {tuple(names)})")
+  return owner
 
 
 def _named_task(name: str, task_names: Sequence[str]) -> str | None:

@@ -50,13 +50,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.models import parts, stacked
+from mtl_jax.models import base, parts, stacked
 from mtl_jax.models.backbones import BACKBONE
 from mtl_jax.models.base import ModelSpec, pooled
 from mtl_jax.models.specs import SpecStack, parse_spec
 from mtl_jax.tasks import Task
 
-__all__ = ["CrossStitch", "Stages", "make", "stages_of", "task_owner"]
+__all__ = ["CrossStitch", "Stages", "make", "stages_of"]
 
 
 def stages_of(layers: Any) -> tuple[tuple, ...]:
@@ -102,22 +102,6 @@ def task_params(parent: nn.Module, prefix: str, names: Sequence[str], module: nn
   return [parent.param(f"{prefix}_{name}", init) for name in names]
 
 
-def task_owner(names: Sequence[str], shared: Sequence[str],
-               prefixes: Sequence[str]) -> Callable[[tuple], str | None]:
-  """owner(path): None for a top-level name in `shared` (or starting with one of them plus
-  "_"), else the task `<prefix><task>` names."""
-  def owner(path: tuple) -> str | None:
-    top = path[0]
-    if any(top == s or top.startswith(s + "_") for s in shared):
-      return None
-    for prefix in prefixes:
-      if top.startswith(prefix) and top[len(prefix):] in names:
-        return top[len(prefix):]
-    raise ValueError(f"parameter {'/'.join(path)!r} is neither shared ({tuple(shared)}) nor "
-                     f"a task's ({tuple(p + '<task>' for p in prefixes)}, tasks {tuple(names)})")
-  return owner
-
-
 STITCH = "stitch"
 COLUMN = "column"
 
@@ -145,7 +129,7 @@ class CrossStitch(nn.Module):
     return self.spec.global_pooling
 
   def owner(self, path: tuple) -> str | None:
-    return task_owner([t.name for t in self.tasks], (BACKBONE, STITCH),
+    return base.owner_by_names([t.name for t in self.tasks], (BACKBONE, STITCH),
                       (COLUMN + "_", "heads_", "head_"))(path)
 
   def _alpha_init(self, channels: int) -> Callable:

@@ -46,10 +46,10 @@ from typing import Any, Mapping, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mtl_jax.models import parts, stacked
+from mtl_jax.models import base, parts, stacked
 from mtl_jax.models.backbones import BACKBONE
 from mtl_jax.models.base import ModelSpec, pooled
-from mtl_jax.models.cross_stitch import Stages, stages_of, task_owner, task_params
+from mtl_jax.models.cross_stitch import Stages, stages_of, task_params
 from mtl_jax.models.pooling import max_pool_2x2
 from mtl_jax.tasks import Task
 
@@ -100,7 +100,7 @@ class MTAN(nn.Module):
     return self.spec.global_pooling
 
   def owner(self, path: tuple) -> str | None:
-    return task_owner([t.name for t in self.tasks], (BACKBONE, SHARED),
+    return base.owner_by_names([t.name for t in self.tasks], (BACKBONE, SHARED),
                       (ATTENTION + "_", "heads_", "head_"))(path)
 
   def __call__(self, x: jnp.ndarray, *, train: bool = False) -> dict:
