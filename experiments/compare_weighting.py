@@ -1,7 +1,7 @@
 """Compares task-weighting methods on one config over several seeds: a table and a plot.
 
     python experiments/compare_weighting.py --config=configs/digits.py:missing=0.4 \
-        --seeds=3 --out=/tmp/compare_digits40
+        --seeds=3 --stl --out=/tmp/compare_digits40
     python experiments/compare_weighting.py --config=configs/digits.py:runlocal \
         --methods=equal,gls,famo --seeds=2 --out=/tmp/compare_quick --config.num_steps=300
 
@@ -9,13 +9,19 @@ A method may carry hyper-parameters, `name:key=value;key=value` (values as Pytho
 e.g. `--methods=stch,stch:log_losses=False`); the spec is its label in the table and plot.
 Each (method, seed) trains with `mtl_jax.train_and_evaluate` in `<out>/<method>/seed<k>`
 (config.seed = the config's seed + k), so rerunning the command resumes or reuses finished
-runs. Writes `<out>/results.md`: each task's test metric (accuracy for classification, MAE for
-regression) as mean ± sample std over the seeds, and Δm% (Maninis et al. 2019, see
-`mtl_jax.metrics.delta_m`) of each seed against the seed-mean of equal weighting, which always
-runs as the baseline. Writes `<out>/weights.png`: each method's task weights over training
-(the seed mean), read back from the `weight/<task>` scalars of the runs' TensorBoard files.
-A run whose loss becomes non-finite is counted as diverged and left out of the means. The
-script calls `mtl_jax.cpu_tuning.apply()` before JAX starts, as `python -m mtl_jax.main` does
+runs. `--stl` also trains each task alone (`config.tasks = (task,)`: the same model with one
+head, the same steps, equal weighting) in `<out>/stl/<task>/seed<k>`: the single-task
+baselines of the field's protocol.
+
+Writes `<out>/results.md`: each task's test metric (accuracy for classification, MAE for
+regression) as mean ± sample std over the seeds; Δm% (Maninis et al. 2019, see
+`mtl_jax.metrics.delta_m`; positive = better) of each seed against the seed mean of the
+single-task baselines (with `--stl`) or of equal weighting (without); and the mean rank of
+each method over the task metrics (`mtl_jax.metrics.mean_rank`, 1 = best, the STL row not
+ranked). Writes `<out>/weights.png`: each method's task weights over training (the seed
+mean), read back from the `weight/<task>` scalars of the runs' TensorBoard files. A run whose
+loss becomes non-finite is counted as diverged and left out of the means. The script calls
+`mtl_jax.cpu_tuning.apply()` before JAX starts, as `python -m mtl_jax.main` does
 (`MTL_JAX_CPU_TUNING=0` turns it off).
 """
 
@@ -24,6 +30,7 @@ from __future__ import annotations
 import ast
 import os
 import sys
+import time
 from typing import Mapping, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -44,6 +51,7 @@ from mtl_jax import metrics as metrics_lib
 from mtl_jax import weighting
 
 BASELINE = "equal"
+STL = "STL"
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file (and ':options') whose get_config() returns a ConfigDict.",
@@ -53,6 +61,8 @@ _METHODS = flags.DEFINE_list(
     "default every registered one but manual, aliases once.")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Number of seeds per method.")
 _OUT = flags.DEFINE_string("out", None, "Output directory for the runs, table and plot.")
+_STL = flags.DEFINE_bool("stl", False, "Also train each task alone and report Δm% against "
+                         "these single-task baselines (else against equal weighting).")
 
 
 def default_methods() -> list[str]:
@@ -89,13 +99,21 @@ def methods_to_run(requested: Sequence[str] | None) -> list[str]:
   return [BASELINE] + [m for m in methods if m != BASELINE]
 
 
-def run_one(config, method: str, seed: int, workdir: str) -> dict[str, float] | None:
-  """The final metrics of one training run, or None if its loss became non-finite."""
+def run_one(config, method: str, seed: int, workdir: str,
+            tasks: Sequence[str] = ()) -> dict[str, float] | None:
+  """The final metrics of one training run, or None if its loss became non-finite.
+
+  `tasks` (one task for a single-task baseline) replaces `config.tasks`; a config's fixed
+  `task_weights` then no longer apply and are dropped.
+  """
   name, kwargs = parse_method(method)
   config = config.copy_and_resolve_references()
   config.weighting = name
   config.weighting_kwargs = ml_collections.ConfigDict(kwargs)
   config.seed = seed
+  if tasks:
+    config.tasks = tuple(tasks)
+    config.task_weights = None
   try:
     return mtl_jax.train_and_evaluate(config, workdir)
   except mtl_jax.NonFiniteLossError as e:
@@ -121,12 +139,26 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
   return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0
 
 
-def summarise(results: Mapping[str, Sequence[dict | None]],
-              columns: Mapping[str, str]) -> dict[str, dict]:
-  """Per method: mean ± std of each column and of Δm% against the baseline's seed mean."""
-  baseline_runs = [r for r in results[BASELINE] if r is not None]
-  baseline = {name: float(np.mean([r[name] for r in baseline_runs]))
-              for name in columns.values()}
+def seed_means(runs: Sequence[dict | None], names: Sequence[str]) -> dict[str, float]:
+  """{metric: its mean over the runs that finished} for each of `names`."""
+  done = [r for r in runs if r is not None]
+  return {name: float(np.mean([r[name] for r in done])) for name in names}
+
+
+def stl_baseline(stl_runs: Mapping[str, Sequence[dict | None]],
+                 columns: Mapping[str, str]) -> dict[str, float]:
+  """Each task's metric, seed-averaged over the runs that trained that task alone."""
+  return {name: seed_means(stl_runs[task], [name])[name] for task, name in columns.items()}
+
+
+def summarise(results: Mapping[str, Sequence[dict | None]], columns: Mapping[str, str],
+              baseline: Mapping[str, float]) -> dict[str, dict]:
+  """Per method: mean ± std of each column and of Δm% against `baseline`, and its mean rank
+  among the methods over the columns."""
+  names = list(columns.values())
+  ranked = {m: seed_means(runs, names) for m, runs in results.items()
+            if any(r is not None for r in runs)}
+  ranks = metrics_lib.mean_rank(ranked, names)
   summary = {}
   for method, runs in results.items():
     done = [r for r in runs if r is not None]
@@ -134,6 +166,7 @@ def summarise(results: Mapping[str, Sequence[dict | None]],
         "runs": len(runs), "diverged": len(runs) - len(done),
         "metrics": {task: mean_std([r[name] for r in done]) for task, name in columns.items()},
         "delta_m": mean_std([metrics_lib.delta_m(r, baseline) for r in done]),
+        "mean_rank": ranks.get(method, float("nan")),
     }
   return summary
 
@@ -144,19 +177,29 @@ def _cell(mean: float, std: float, scale: float = 1.0, digits: int = 2) -> str:
   return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
 
 
-def markdown_table(summary: Mapping[str, dict], columns: Mapping[str, str]) -> str:
-  """The results as a markdown table; accuracies in %, MAE as is."""
-  header = ["method"] + [f"{task} {name.rsplit('/', 1)[-1]}"
-                         + (" (%)" if name.endswith("accuracy") else "")
-                         for task, name in columns.items()] + ["Δm% vs equal", "diverged"]
+def markdown_table(summary: Mapping[str, dict], columns: Mapping[str, str],
+                   baseline_name: str, stl: Mapping[str, tuple[float, float]] | None = None
+                   ) -> str:
+  """The results as a markdown table, methods by Δm%, best first; accuracies in %, MAE as is.
+
+  `stl` ({task: (mean, std)}) adds the single-task baselines as the first row.
+  """
+  header = (["method"] + [f"{task} {name.rsplit('/', 1)[-1]}"
+                          + (" (%)" if name.endswith("accuracy") else "")
+                          for task, name in columns.items()]
+            + [f"Δm% vs {baseline_name}", "mean rank", "diverged"])
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  for method, row in summary.items():
-    cells = [method]
-    for task, name in columns.items():
-      scale = 100.0 if name.endswith("accuracy") else 1.0
-      cells.append(_cell(*row["metrics"][task], scale=scale))
-    cells.append(_cell(*row["delta_m"]))
-    cells.append(f"{row['diverged']}/{row['runs']}")
+  scale = lambda name: 100.0 if name.endswith("accuracy") else 1.0
+  if stl is not None:
+    cells = [STL] + [_cell(*stl[task], scale=scale(name)) for task, name in columns.items()]
+    lines.append("| " + " | ".join(cells + ["0.00", "", ""]) + " |")
+  by_delta = sorted(summary.items(), key=lambda item: -np.nan_to_num(item[1]["delta_m"][0],
+                                                                       nan=-np.inf))
+  for method, row in by_delta:
+    cells = [method] + [_cell(*row["metrics"][task], scale=scale(name))
+                        for task, name in columns.items()]
+    cells += [_cell(*row["delta_m"]), f"{row['mean_rank']:.1f}",
+              f"{row['diverged']}/{row['runs']}"]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
@@ -214,6 +257,18 @@ def plot_weights(curves: Mapping[str, dict], path: str) -> None:
   plt.close(fig)
 
 
+def run_seeds(config, method: str, directory: str, tasks: Sequence[str] = ()
+              ) -> tuple[list[dict | None], dict]:
+  """The final metrics of each seed's run of `method` and the seed mean of its weight curves."""
+  runs, weight_curves = [], []
+  for k in range(_SEEDS.value):
+    workdir = os.path.join(directory, f"seed{k}")
+    runs.append(run_one(config, method, config.seed + k, workdir, tasks))
+    if runs[-1] is not None:
+      weight_curves.append(read_weights(workdir))
+  return runs, mean_curves(weight_curves)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -222,28 +277,41 @@ def main(argv):
   config, out = _CONFIG.value, _OUT.value
   methods = methods_to_run(_METHODS.value)
   os.makedirs(out, exist_ok=True)
+  start = time.perf_counter()
 
   results, curves = {}, {}
   for method in methods:
-    runs, weight_curves = [], []
-    for k in range(_SEEDS.value):
-      workdir = os.path.join(out, method.replace(":", "-").replace(";", "-"), f"seed{k}")
-      runs.append(run_one(config, method, config.seed + k, workdir))
-      if runs[-1] is not None:
-        weight_curves.append(read_weights(workdir))
-    results[method], curves[method] = runs, mean_curves(weight_curves)
-
+    directory = os.path.join(out, method.replace(":", "-").replace(";", "-"))
+    results[method], curves[method] = run_seeds(config, method, directory)
   finished = [r for runs in results.values() for r in runs if r is not None]
   if not any(r is not None for r in results[BASELINE]):
     sys.exit("every equal-weighting run diverged: no baseline for Δm%")
   columns = task_metrics(finished[0])
-  summary = summarise(results, columns)
-  table = markdown_table(summary, columns)
+
+  stl_runs, stl_cells = {}, None
+  if _STL.value:
+    for task in columns:
+      stl_runs[task], _ = run_seeds(config, BASELINE, os.path.join(out, "stl", task), [task])
+    if any(not any(r is not None for r in runs) for runs in stl_runs.values()):
+      sys.exit("every single-task run of a task diverged: no STL baseline for Δm%")
+    baseline = stl_baseline(stl_runs, columns)
+    stl_cells = {task: mean_std([r[name] for r in stl_runs[task] if r is not None])
+                 for task, name in columns.items()}
+  else:
+    baseline = seed_means(results[BASELINE], list(columns.values()))
+  baseline_name = STL if _STL.value else BASELINE
+  summary = summarise(results, columns, baseline)
+  table = markdown_table(summary, columns, baseline_name, stl_cells)
+  minutes = (time.perf_counter() - start) / 60
   note = (f"\n\nTest metrics over {_SEEDS.value} seed(s): mean ± sample std; Δm% per seed "
-          f"against equal weighting's seed mean. Methods: {', '.join(methods)}.\n")
+          f"against {baseline_name}'s seed mean (positive = better); mean rank over the task "
+          f"metrics of the seed means (1 = best). Methods: {', '.join(methods)}. "
+          f"Wall time of this invocation: {minutes:.1f} min.\n")
   with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
     f.write(table + note)
-  atomic.write_json(os.path.join(out, "results.json"), {"summary": summary, "runs": results})
+  atomic.write_json(os.path.join(out, "results.json"),
+                    {"summary": summary, "runs": results, "stl": stl_runs,
+                     "baseline": baseline, "minutes": minutes})
   plot_weights(curves, os.path.join(out, "weights.png"))
   print(table + note, flush=True)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from clu import metrics as clu_metrics
 import jax
@@ -139,6 +139,29 @@ def delta_m(metrics: Mapping[str, float], baseline: Mapping[str, float]) -> floa
     sign = -1.0 if lower_is_better(name) else 1.0
     changes.append(sign * (metrics[name] - base) / base)
   return 100.0 * sum(changes) / len(changes)
+
+
+def mean_rank(results: Mapping[str, Mapping[str, float]],
+              names: Sequence[str]) -> dict[str, float]:
+  """{method: its rank averaged over the metrics `names`}, 1 = best (the "MR" of Nash-MTL,
+  FAMO and FairGrad's tables).
+
+  `results` maps each method to its (seed-mean) metrics. For each metric the methods are
+  ranked best first, lower-is-better metrics (see `lower_is_better`) upwards; tied methods
+  share the mean of the ranks they span. Raises ValueError if a method lacks one of `names`.
+  """
+  if not names:
+    raise ValueError("mean_rank needs at least one metric name")
+  methods = list(results)
+  ranks = np.zeros(len(methods))
+  for name in names:
+    missing = [m for m in methods if name not in results[m]]
+    if missing:
+      raise ValueError(f"mean_rank: {missing} lack the metric {name!r}")
+    values = np.array([results[m][name] for m in methods], np.float64)
+    better = values if lower_is_better(name) else -values
+    ranks += np.array([np.sum(better < v) + (np.sum(better == v) + 1) / 2 for v in better])
+  return {m: float(r / len(names)) for m, r in zip(methods, ranks)}
 
 
 def weight_metrics(weights, tasks) -> dict[str, float]:

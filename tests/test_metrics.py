@@ -73,3 +73,22 @@ def test_lower_is_better_reads_the_last_part_of_the_name():
 def test_delta_m_rejects_missing_metrics_and_zero_baselines(method, baseline, message):
   with pytest.raises(ValueError, match=message):
     metrics.delta_m(method, baseline)
+
+
+def test_mean_rank_averages_each_metrics_rank_best_first():
+  results = {"a": {"test/x/accuracy": 0.9, "test/y/mae": 3.0},
+             "b": {"test/x/accuracy": 0.8, "test/y/mae": 1.0},
+             "c": {"test/x/accuracy": 0.7, "test/y/mae": 2.0}}
+  # accuracy ranks a 1, b 2, c 3; mae (lower is better) ranks b 1, c 2, a 3.
+  assert metrics.mean_rank(results, ["test/x/accuracy", "test/y/mae"]) == {
+      "a": 2.0, "b": 1.5, "c": 2.5}
+
+
+def test_mean_rank_gives_tied_methods_the_mean_of_their_ranks():
+  results = {"a": {"acc": 0.5}, "b": {"acc": 0.9}, "c": {"acc": 0.5}}
+  assert metrics.mean_rank(results, ["acc"]) == {"a": 2.5, "b": 1.0, "c": 2.5}
+
+
+def test_mean_rank_rejects_a_missing_metric():
+  with pytest.raises(ValueError, match="lack the metric 'acc'"):
+    metrics.mean_rank({"a": {"acc": 0.5}, "b": {}}, ["acc"])
