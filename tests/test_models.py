@@ -21,6 +21,7 @@ TASKS = (Task("digit", "classification", tuple("0123456789")),
 @pytest.mark.parametrize("spec, parsed", [
     ((256, "d", 128), (256, "d", 128)),
     ("64, p, r", (64, "p", "r")),
+    (("8,p",), (8, "p")),  # how the CLI's --config.model.backbone=8,p reaches a tuple field
     ([], ()),
     (None, ()),
 ])

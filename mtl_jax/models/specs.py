@@ -25,13 +25,17 @@ TOKENS = ("d", "p", "r")
 def parse_spec(spec: Any) -> tuple:
   """Validates a spec and returns it as a tuple of positive ints and tokens in TOKENS.
 
-  Accepts a sequence or a comma-separated string ("256,d,128"); raises ValueError naming the
-  bad entry.
+  Accepts a sequence or a comma-separated string ("256,d,128"), also as a sequence's item
+  (`--config.model.backbone=8,p` reaches a tuple field as ("8,p",)); raises ValueError naming
+  the bad entry.
   """
   if spec is None:
     return ()
   if isinstance(spec, str):
-    spec = [s.strip() for s in spec.split(",") if s.strip()]
+    spec = [spec]
+  spec = [part for item in spec
+          for part in ([p.strip() for p in item.split(",") if p.strip()]
+                       if isinstance(item, str) else [item])]
   out = []
   for item in spec:
     if isinstance(item, str) and item.strip().lstrip("-").isdigit():
