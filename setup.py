@@ -17,6 +17,9 @@ setuptools.setup(
         "orbax-checkpoint>=0.11",
         "grain>=0.2.10",
         "tensorflow-datasets>=4.9",
+        # TFDS 4.9.10 imports it to download but declares it only for Python < 3.9
+        # (tensorflow/datasets#11212).
+        "importlib_resources",
         "pandas>=2.0",
         "ml-collections>=1.0",
         "clu>=0.0.12",

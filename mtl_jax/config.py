@@ -20,14 +20,34 @@ def default_config() -> ml_collections.ConfigDict:
   c.notes = ""                         # free text, saved in run.json and shown in TensorBoard
 
   c.dataset = ml_collections.ConfigDict()
-  c.dataset.name = "digits"            # a built-in dataset (mtl_jax.data.BUILTIN) or "images"
+  c.dataset.name = "digits"            # a built-in (mtl_jax.data.BUILTIN, "tfds" too) or "images"
   c.dataset.split_seed = 0             # the train/val/test split is a function of this
   c.dataset.missing_fraction = 0.0     # blank this fraction of each task's training labels
-  c.dataset.path = ""                  # file-backed built-ins (mnist): the .npz to read
-  c.dataset.flatten = False            # mnist: images [N, 28, 28, 1] -> vectors [N, 784]
-  c.dataset.normalize = ()             # mnist: (mean, std): inputs become (x - mean) / std
+  c.dataset.path = ""                  # mnist: the .npz to read; "" = TFDS `mnist`
+  c.dataset.flatten = False            # mnist, tfds: images [N, H, W, C] -> vectors [N, H*W*C]
+  c.dataset.normalize = ()             # mnist, tfds: (mean, std): inputs become (x - mean) / std
   c.dataset.data_on_device = True      # in-memory data: keep it on the devices, index on device
   c.tasks = ()                         # which of the dataset's tasks to train; () = all
+
+  # dataset.name = "tfds": a TFDS dataset read into memory (mtl_jax/data/tfds_source.py);
+  # data_dir, download and max_examples also serve mnist without a path.
+  c.dataset.tfds = ml_collections.ConfigDict()
+  c.dataset.tfds.name = ""             # the TFDS builder, e.g. "celeb_a", "mnist" ("mnist:3.0.1")
+  c.dataset.tfds.data_dir = ""         # where TFDS keeps prepared data; "" = TFDS's default
+  c.dataset.tfds.download = True       # download and prepare a dataset missing from data_dir
+  c.dataset.tfds.train_split = "train"
+  c.dataset.tfds.val_split = ""        # "" = val_fraction of train_split, drawn by split_seed
+  c.dataset.tfds.val_fraction = 0.1
+  c.dataset.tfds.test_split = "test"
+  c.dataset.tfds.image = "image"       # the input feature: images [H, W, C] (or [H, W])
+  c.dataset.tfds.image_size = ()       # (height, width) to resize images to; () = as stored
+  c.dataset.tfds.max_examples = 0      # read the first N examples of each split; 0 = all
+  # {task: feature path}, e.g. {"digit": "label"}; "attributes/*" is one task per feature
+  # under `attributes`, named after it (CelebA's 40 binary attributes).
+  c.dataset.tfds.task_features = ml_collections.ConfigDict()
+  # {task or task_features key: kind}; default by dtype: bool binary, float regression,
+  # ints and ClassLabels classification.
+  c.dataset.tfds.task_types = ml_collections.ConfigDict()
 
   # dataset.name = "images": image files listed in CSVs, trained by mtl_jax.trainer.
   c.images = ml_collections.ConfigDict()
@@ -95,11 +115,13 @@ _OPTIMIZERS = ("adam", "adamw", "sgd")
 _SCHEDULES = ("constant", "cosine", "exponential")
 _POOLINGS = ("max", "average")
 IMAGES = "images"
+TFDS = "tfds"
 
 
 # Blocks whose keys are free-form, checked by their readers (the weighting method's signature,
 # mtl_jax.augment.resolve, the task names).
-_FREE_FORM = ("weighting_kwargs", "augment", "task_types", "task_losses", "kwargs")
+_FREE_FORM = ("weighting_kwargs", "augment", "task_types", "task_losses", "kwargs",
+              "task_features")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -159,6 +181,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
   _validate_augment(config)
   if config.dataset.name == IMAGES:
     _validate_images(config.images)
+  if config.dataset.name == TFDS:
+    _validate_tfds(config.dataset.tfds)
+  _require(config.dataset.tfds.max_examples >= 0,  # read by mnist too
+           f"config.dataset.tfds.max_examples must be >= 0, "
+           f"got {config.dataset.tfds.max_examples}")
   for key in ("backbone", "shared_layers", "task_layers"):
     try:
       models.parse_spec(config.model[key])
@@ -190,6 +217,31 @@ def _validate_images(images: ml_collections.ConfigDict) -> None:
   _require(images.norm > 0, f"config.images.norm must be > 0, got {images.norm}")
   _require(images.num_workers > 0,
            f"config.images.num_workers must be positive, got {images.num_workers}")
+
+
+def _validate_tfds(tfds: ml_collections.ConfigDict) -> None:
+  """The `config.dataset.tfds` block; features and splits are checked against the dataset."""
+  from mtl_jax import tasks  # pylint: disable=import-outside-toplevel
+  key = "config.dataset.tfds"
+  for name in ("name", "image", "train_split", "test_split"):
+    _require(isinstance(tfds[name], str) and tfds[name] != "",
+             f"{key}.{name} must be set for config.dataset.name='tfds'")
+  _require(len(tfds.task_features) > 0,
+           f"{key}.task_features must map task names to features, e.g. {{'digit': 'label'}}")
+  for task, path in tfds.task_features.items():
+    stem = path[:-2] if isinstance(path, str) and path.endswith("/*") else path
+    _require(isinstance(stem, str) and stem != "" and "*" not in stem,
+             f"{key}.task_features.{task} must be a feature path ('label', "
+             f"'attributes/*'), got {path!r}")
+  for task, kind in tfds.task_types.items():
+    _require(kind in tasks.KINDS,
+             f"{key}.task_types.{task} must be one of {sorted(tasks.KINDS)}, got {kind!r}")
+  size = tuple(tfds.image_size)
+  _require(size == () or (len(size) == 2 and all(isinstance(d, int) and d > 0 for d in size)),
+           f"{key}.image_size must be () or two positive ints (height, width), got {size}")
+  _require(bool(tfds.val_split) or 0.0 < tfds.val_fraction < 1.0,
+           f"{key}.val_fraction must be in (0, 1) when val_split is '', "
+           f"got {tfds.val_fraction}")
 
 
 def weighting_name(config: ml_collections.ConfigDict) -> str:

@@ -1,4 +1,7 @@
-"""The built-in `mnist` dataset (read from an .npz) and configs/mnist.py, on a tiny generated file."""
+"""The built-in `mnist` dataset (read from an .npz) and configs/mnist.py, on a tiny generated file.
+
+MNIST without a path (TFDS `mnist`) is in test_tfds.py.
+"""
 
 import importlib.util
 import os
@@ -68,14 +71,13 @@ def test_flatten_and_normalize(tmp_path):
 
 
 @pytest.mark.parametrize("case, message", [
-    ("no_path", "through TFDS is not implemented yet"),
     ("no_file", "no such file"),
     ("no_key", "lacks the key(s) ['test_labels']"),
     ("not_npz", "cannot read"),
     ("bad_shape", "train_images"),
 ])
 def test_mistakes_are_one_config_error_naming_them(tmp_path, case, message):
-  path = {"no_path": "", "no_file": str(tmp_path / "absent.npz"),
+  path = {"no_file": str(tmp_path / "absent.npz"),
           "no_key": _write_npz(tmp_path / "k.npz", drop="test_labels"),
           "bad_shape": _write_npz(tmp_path / "s.npz",
                                   train_images=np.zeros((NUM_TRAIN, 28, 27), np.uint8))}.get(case)
@@ -86,8 +88,6 @@ def test_mistakes_are_one_config_error_naming_them(tmp_path, case, message):
     data_lib.load(_dataset_config(path))
   assert message in str(error.value)
   assert "\n" not in str(error.value)
-  if case == "no_path":
-    assert "--config.dataset.path=" in str(error.value)
 
 
 def _mnist_config(arg=None):

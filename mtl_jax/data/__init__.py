@@ -1,4 +1,4 @@
-"""Data sources: built-in datasets, in-memory arrays, and image files listed in DataFrames."""
+"""Data sources: built-in datasets, TFDS, in-memory arrays, and image files listed in DataFrames."""
 
 from mtl_jax.data.arrays import Dataset, Split, from_arrays, split_arrays
 from mtl_jax.data.digits import load_digits
@@ -11,12 +11,14 @@ from mtl_jax.data.pipeline import host_batches
 from mtl_jax.data.sampling import Sampler, balanced_probabilities, labelled_masks
 from mtl_jax.data.shapes import make_shapes
 from mtl_jax.data.synthetic import load_synthetic
+from mtl_jax.data.tfds_source import load_tfds
 
 # Built-in datasets by `config.dataset.name`; each loader takes the `config.dataset` block.
 BUILTIN = {
     "digits": load_digits,
     "mnist": load_mnist,
     "synthetic": load_synthetic,
+    "tfds": load_tfds,
 }
 
 
@@ -34,5 +36,5 @@ __all__ = ["ArrayData", "BUILTIN", "Dataset", "Sampler", "Split", "StreamData",
            "balanced_probabilities", "cached", "check_columns", "decode_image", "encode_frame",
            "eval_image_batches", "find_bad_files", "from_arrays", "host_batches",
            "image_batches", "image_decoder", "infer_tasks", "labelled_masks", "load",
-           "load_digits", "load_mnist", "load_synthetic", "make_shapes", "pad_split", "split_arrays",
-           "split_batches"]
+           "load_digits", "load_mnist", "load_synthetic", "load_tfds", "make_shapes", "pad_split",
+           "split_arrays", "split_batches"]

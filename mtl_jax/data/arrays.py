@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from mtl_jax import tasks as tasks_lib
+from mtl_jax.errors import ConfigError
 
 Labels = Mapping[str, Sequence[Any]]
 TaskTypes = str | Mapping[str, str] | None
@@ -149,3 +150,22 @@ def resolve_task_types(task_types: TaskTypes, names: Sequence[str]) -> dict[str,
       raise ValueError(f"task_types[{name!r}] must be one of {sorted(tasks_lib.KINDS)}, "
                        f"got {kind!r}")
   return task_types
+
+
+def image_inputs(images: np.ndarray, dataset_config) -> np.ndarray:
+  """f32 inputs from images [N, H, W] or [N, H, W, C] (uint8 scaled to [0, 1]).
+
+  Grayscale [N, H, W] gains a channel axis; `dataset_config.flatten` makes vectors [N, D] and
+  `dataset_config.normalize = (mean, std)` maps x to (x - mean) / std after that.
+  """
+  scale = 255.0 if images.dtype == np.uint8 else 1.0
+  x = images.astype(np.float32) / np.float32(scale)
+  x = x.reshape(len(x), -1) if dataset_config.flatten else (x[..., None] if x.ndim == 3 else x)
+  if dataset_config.normalize:
+    normalize = tuple(dataset_config.normalize)
+    if len(normalize) != 2 or not normalize[1] > 0:
+      raise ConfigError(f"config.dataset.normalize must be () or (mean, std > 0), "
+                        f"got {normalize}")
+    mean, std = normalize
+    x = (x - np.float32(mean)) / np.float32(std)
+  return x

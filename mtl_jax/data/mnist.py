@@ -1,4 +1,4 @@
-"""MNIST from an `.npz` file: tasks `digit` (10 classes) and `parity` (even/odd)."""
+"""MNIST from an `.npz` file or TFDS `mnist`: tasks `digit` (10 classes) and `parity` (even/odd)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import zipfile
 
 import numpy as np
 
-from mtl_jax.data.arrays import Dataset, from_arrays, split_arrays
+from mtl_jax.data import tfds_source
+from mtl_jax.data.arrays import Dataset, from_arrays, image_inputs, split_arrays
 from mtl_jax.errors import ConfigError
 
 KEYS = ("train_images", "train_labels", "test_images", "test_labels")
@@ -16,8 +17,11 @@ IMAGE_SHAPE = (28, 28)
 
 
 def load_mnist(dataset_config) -> Dataset:
-  """MNIST read from `dataset_config.path`, an `.npz` holding `KEYS`.
+  """MNIST read from `dataset_config.path`, an `.npz` holding `KEYS`, or from TFDS `mnist`.
 
+  Without a path the same four arrays come from TFDS `mnist` (`tfds_source.read_mnist`: its
+  train and test splits in `dataset_config.tfds.data_dir`, downloaded when missing if
+  `tfds.download`), so both sources give the same Dataset for the same images.
   `train_images` / `test_images` are uint8 [N, 28, 28] and the labels [N] ints 0..9. Inputs are
   f32 in [0, 1] of shape [N, 28, 28, 1]; `dataset_config.flatten` makes them [N, 784] (for Dense
   layers) and `dataset_config.normalize = (mean, std)` maps x to (x - mean) / std after that.
@@ -26,11 +30,14 @@ def load_mnist(dataset_config) -> Dataset:
   of each task's training labels with the same seed.
 
   Raises:
-    ConfigError: no path (TFDS loading is not implemented yet), a missing or unreadable file,
-      a missing key, or arrays of the wrong shape.
+    ConfigError: a missing or unreadable file, a missing key, arrays of the wrong shape, or
+      (without a path) TFDS `mnist` neither in `tfds.data_dir` nor downloadable.
   """
-  train_x, train_y, test_x, test_y = read_npz(dataset_config.path)
-  inputs = _inputs(np.concatenate([train_x, test_x]), dataset_config)
+  if dataset_config.path:
+    train_x, train_y, test_x, test_y = read_npz(dataset_config.path)
+  else:
+    train_x, train_y, test_x, test_y = tfds_source.read_mnist(dataset_config.tfds)
+  inputs = image_inputs(np.concatenate([train_x, test_x]), dataset_config)
   train_inputs, test_inputs = inputs[:len(train_x)], inputs[len(train_x):]
   train_rows, val_rows, _ = split_arrays(len(train_y), VAL_FRACTION, 0.0,
                                          dataset_config.split_seed)
@@ -43,11 +50,6 @@ def load_mnist(dataset_config) -> Dataset:
 
 def read_npz(path: str) -> tuple[np.ndarray, ...]:
   """(train_images, train_labels, test_images, test_labels) of the file, checked."""
-  if not path:
-    raise ConfigError("config.dataset.name='mnist' needs config.dataset.path: loading MNIST "
-                      "through TFDS is not implemented yet; pass "
-                      "--config.dataset.path=/path/to/mnist.npz (an .npz with "
-                      f"{', '.join(KEYS)})")
   if not os.path.isfile(path):
     raise ConfigError(f"config.dataset.path: no such file {path!r}")
   try:
@@ -70,16 +72,3 @@ def read_npz(path: str) -> tuple[np.ndarray, ...]:
                         f"[{len(images)}], got {list(labels.shape)}")
   return arrays[0], arrays[1].astype(np.int64), arrays[2], arrays[3].astype(np.int64)
 
-
-def _inputs(images: np.ndarray, dataset_config) -> np.ndarray:
-  scale = 255.0 if images.dtype == np.uint8 else 1.0
-  x = images.astype(np.float32) / np.float32(scale)
-  x = x.reshape(len(x), -1) if dataset_config.flatten else x[..., None]
-  if dataset_config.normalize:
-    normalize = tuple(dataset_config.normalize)
-    if len(normalize) != 2 or not normalize[1] > 0:
-      raise ConfigError(f"config.dataset.normalize must be () or (mean, std > 0), "
-                        f"got {normalize}")
-    mean, std = normalize
-    x = (x - np.float32(mean)) / np.float32(std)
-  return x
