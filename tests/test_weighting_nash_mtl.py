@@ -40,9 +40,12 @@ def _weights(jacobian, counts=None, **kwargs):
   return _run([jacobian], counts, **kwargs)[0][0]
 
 
-def _normalized_gram(jacobian):
-  gram = np.asarray(jacobian, np.float64) @ np.asarray(jacobian, np.float64).T
-  return gram / np.linalg.norm(gram)
+def _gram(jacobian):
+  return np.asarray(jacobian, np.float64) @ np.asarray(jacobian, np.float64).T
+
+
+def _update_norm(weights, jacobian):
+  return np.linalg.norm(weights @ np.asarray(jacobian, np.float64))
 
 
 JACOBIANS = {
@@ -55,8 +58,9 @@ JACOBIANS = {
 
 @pytest.mark.parametrize("name", sorted(JACOBIANS))
 def test_the_weights_satisfy_the_bargaining_condition(name):
-  # Unclipped weights are the solution alpha for G / ||G||_F (the official normalisation).
-  gram = _normalized_gram(JACOBIANS[name])
+  # Unclipped weights solve alpha_i (G alpha)_i = 1 on the raw G, as the official code's (which
+  # normalises G by ||G||_F for its solver only).
+  gram = _gram(JACOBIANS[name])
   alpha = _weights(JACOBIANS[name], max_norm=0.0, reg=0.0)
   assert (alpha > 0).all()
   assert np.abs(alpha * (gram @ alpha) - 1.0).max() < TOL
@@ -68,37 +72,73 @@ def test_the_weights_satisfy_the_bargaining_condition(name):
 
 @pytest.mark.parametrize("name", sorted(JACOBIANS))
 def test_the_weights_match_a_float64_host_solve(name):
-  gram = _normalized_gram(JACOBIANS[name])
+  gram = _gram(JACOBIANS[name])
   reference = least_squares(lambda a: gram @ a - 1 / a, np.ones(len(gram)), bounds=(0, np.inf),
                             xtol=1e-15, ftol=1e-15, gtol=1e-15).x
   np.testing.assert_allclose(_weights(JACOBIANS[name], max_norm=0.0), reference, rtol=1e-4)
 
 
 def test_orthogonal_gradients_each_get_the_inverse_of_their_norm():
-  # G diagonal: alpha_i = 1 / sqrt(G_ii), i.e. d = sum_i g_i / ||g_i|| up to the normalisation.
+  # G diagonal: alpha_i = 1 / sqrt(G_ii), i.e. d = sum_i g_i / ||g_i||.
   jacobian = np.array([[3.0, 0.0, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 1.0]])
-  scale = np.linalg.norm(jacobian @ jacobian.T)
-  np.testing.assert_allclose(_weights(jacobian, max_norm=0.0),
-                             np.sqrt(scale) / np.array([3.0, 0.5, 1.0]), rtol=1e-5)  # ridge 1e-6
+  np.testing.assert_allclose(_weights(jacobian, max_norm=0.0), 1 / np.array([3.0, 0.5, 1.0]),
+                             rtol=1e-5)  # ridge 1e-6
+
+
+@pytest.mark.parametrize("scale", [1e-8, 1e-2, 1e4, 1e8])
+def test_scaling_g_by_c_scales_the_weights_by_one_over_sqrt_c(scale):
+  # J -> sqrt(c) J, G -> c G: alpha -> alpha / sqrt(c) keeps alpha_i (G alpha)_i = 1, so the
+  # update alpha^T J keeps its norm, sqrt(T) (sum_i alpha_i (G alpha)_i = T).
+  jacobian = np.asarray(JACOBIANS["three_tasks"], np.float64)
+  alpha = _weights(jacobian, max_norm=0.0)
+  scaled = _weights(np.sqrt(scale) * jacobian, max_norm=0.0)
+  np.testing.assert_allclose(scaled, alpha / np.sqrt(scale), rtol=1e-4)
+  np.testing.assert_allclose(_update_norm(scaled, np.sqrt(scale) * jacobian), np.sqrt(3),
+                             rtol=1e-4)
+
+
+def test_two_orthogonal_gradients_of_norm_0_2_give_an_update_of_norm_1():
+  # Issue 13's example: alpha = (5, 5), ||d|| = sqrt(2), clipped to 1 as by the official code,
+  # LibMTL and torchjd (weights solved for G / ||G||_F alone gave 0.336).
+  jacobian = np.array([[0.2, 0.0], [0.0, 0.2]])
+  np.testing.assert_allclose(_weights(jacobian, max_norm=0.0), [5.0, 5.0], rtol=1e-5)
+  weights = _weights(jacobian)
+  np.testing.assert_allclose(weights, 5.0 / (np.sqrt(2) + 1e-6), rtol=1e-5)
+  np.testing.assert_allclose(_update_norm(weights, jacobian), 1.0, rtol=1e-5)
 
 
 def test_max_norm_clips_the_update_like_clip_grad_norm():
   jacobian = np.asarray(JACOBIANS["three_tasks"], np.float64)
   alpha = _weights(jacobian, max_norm=0.0)
-  norm = np.linalg.norm(alpha @ jacobian)
+  norm = _update_norm(alpha, jacobian)
   assert norm > 1.0
   np.testing.assert_allclose(_weights(jacobian), alpha / (norm + 1e-6), rtol=1e-5)
+  np.testing.assert_allclose(_weights(jacobian, max_norm=0.5), 0.5 * alpha / (norm + 1e-6),
+                             rtol=1e-5)
   np.testing.assert_allclose(_weights(jacobian, max_norm=10 * norm), alpha, rtol=1e-6)
 
 
-def test_weights_are_reused_between_updates_and_warm_start_the_next_solve():
+def test_weights_are_reused_between_updates_and_the_state_keeps_the_normalised_solution():
   first, second = np.asarray(JACOBIANS["three_tasks"]), np.asarray(JACOBIANS["seeded_5x8"])[:3]
+  assert not np.isclose(np.linalg.norm(_gram(first)), np.linalg.norm(_gram(second)), rtol=0.1)
   weights, states = _run([first, second, second, second], max_norm=0.0, update_weights_every=3)
   alpha_first = _weights(first, max_norm=0.0)
-  for step in (0, 1, 2):  # steps 1 and 2 reuse step 0's alpha
+  for step in (0, 1, 2):  # steps 1 and 2 reuse step 0's weights, though G and ||G||_F changed
     np.testing.assert_allclose(weights[step], alpha_first, rtol=1e-6)
   np.testing.assert_allclose(weights[3], _weights(second, max_norm=0.0), rtol=1e-4)
-  np.testing.assert_allclose(states[3].alpha, weights[3], rtol=1e-6)
+  # The state keeps the solution for G / ||G||_F, the warm start of the next solve.
+  np.testing.assert_allclose(states[0].alpha, weights[0] * np.sqrt(np.linalg.norm(_gram(first))),
+                             rtol=1e-5)
+  np.testing.assert_allclose(states[3].alpha,
+                             weights[3] * np.sqrt(np.linalg.norm(_gram(second))), rtol=1e-5)
+
+
+def test_reused_weights_are_clipped_on_the_current_gradients():
+  small, large = np.diag([0.2, 0.2]), np.diag([2.0, 2.0])
+  weights, _ = _run([small, large], update_weights_every=2)
+  raw = _weights(small, max_norm=0.0)  # (5, 5), reused at step 1 where ||raw^T J|| = 10 sqrt(2)
+  np.testing.assert_allclose(weights[1], raw / (_update_norm(raw, large) + 1e-6), rtol=1e-5)
+  np.testing.assert_allclose(_update_norm(weights[1], large), 1.0, rtol=1e-5)
 
 
 @pytest.mark.parametrize("jacobian", [
@@ -122,10 +162,10 @@ def test_a_zero_gradient_gets_weight_zero_and_leaves_the_other_tasks_bargain_unc
 
 
 def test_parallel_gradients_solve_the_condition_and_opposite_ones_cancel():
-  # G_n = [[.2, .4], [.4, .8]]: with s = .2 a1 + .4 a2, a1 = 1/s, a2 = 1/(2s), so s^2 = .4.
+  # G = [[5, 10], [10, 20]]: with s = 5 a1 + 10 a2, a1 = 1/s, a2 = 1/(2s), so s^2 = 10.
   parallel = np.array([[1.0, 2.0], [2.0, 4.0]])
   np.testing.assert_allclose(_weights(parallel, max_norm=0.0),
-                             np.array([1.0, 0.5]) / np.sqrt(0.4), rtol=1e-4)
+                             np.array([1.0, 0.5]) / np.sqrt(10.0), rtol=1e-4)
   opposite = np.array([[1.0, 2.0], [-1.0, -2.0]])
   assert np.linalg.norm(_weights(opposite) @ opposite) < 1e-3
 

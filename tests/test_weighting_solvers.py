@@ -42,14 +42,28 @@ def test_project_simplex_over_a_mask_leaves_the_other_entries_at_zero():
   np.testing.assert_array_equal(solvers.project_simplex(v, jnp.zeros(4, bool)), np.zeros(4))
 
 
-def test_min_norm_solve_reports_a_duality_gap_that_bounds_the_error():
+def test_min_norm_solve_reports_a_duality_gap_relative_to_the_solutions_norm():
   jacobian = np.random.default_rng(3).normal(size=(5, 3))
   result = solvers.min_norm_solve(jnp.asarray(jacobian @ jacobian.T, jnp.float32))
   w = np.asarray(result.weights, np.float64)
   d = w @ jacobian
   assert float(result.gap) == pytest.approx(d @ d - (jacobian @ d).min(), abs=1e-5)
-  assert float(result.gap) <= solvers.MIN_NORM_TOL * (jacobian**2).sum(1).max() + 1e-6
-  assert 0 < int(result.iterations) <= solvers.MIN_NORM_ITERATIONS
+  # The stop: gap <= tol ||d||^2, hence ||d - d*|| <= sqrt(tol) ||d|| (the gap bounds it).
+  assert float(result.gap) <= solvers.MIN_NORM_TOL * (d @ d)
+  assert 0 < int(result.iterations) < solvers.MIN_NORM_ITERATIONS
+
+
+def test_min_norm_solve_stops_once_a_step_leaves_the_weights_unchanged():
+  # Norms 0.045, 4.5 and 464: rounding in G alpha keeps the gap above 1e-9 ||d||^2, so that
+  # tolerance alone would run to the cap; the solver ends when float32 stops moving alpha.
+  cosines = np.array([[1.0, -0.5, -0.9], [-0.5, 1.0, 0.3], [-0.9, 0.3, 1.0]])
+  gram = jnp.asarray(cosines * np.outer([0.045, 4.5, 464.0], [0.045, 4.5, 464.0]), jnp.float32)
+  result = solvers.min_norm_solve(gram, tol=1e-9)
+  w = np.asarray(result.weights)
+  assert int(result.iterations) < solvers.MIN_NORM_ITERATIONS
+  assert float(result.gap) > 1e-9 * float(w @ np.asarray(gram) @ w)
+  np.testing.assert_array_equal(solvers.min_norm_solve(gram, tol=1e-9,
+                                                       iterations=1000).weights, w)
 
 
 def test_min_norm_weights_respects_the_iteration_cap_and_jits():

@@ -163,6 +163,16 @@ def frobenius_norm(gram: jnp.ndarray) -> jnp.ndarray:
   return safe * jnp.sqrt(jnp.sum((gram / safe) ** 2)) * (scale > 0)
 
 
+def clip_factor(squared_norm: jnp.ndarray, max_norm: float) -> jnp.ndarray:
+  """f32[]: min(1, max_norm / (||d|| + 1e-6)) for ||d||^2 = `squared_norm`, the factor torch's
+  clip_grad_norm_ applies to an update d; 1 when max_norm is 0 (no clipping). The official
+  codes of Nash-MTL, FairGrad and SDMGrad clip the shared update so."""
+  if max_norm <= 0:
+    return jnp.ones((), jnp.float32)
+  norm = jnp.sqrt(jnp.maximum(squared_norm, 0.0))
+  return jnp.minimum(1.0, max_norm / (norm + 1e-6))
+
+
 def task_orders(key: jnp.ndarray, num_tasks: int) -> jnp.ndarray:
   """i32[T, T]: row i is the random order in which task i visits the tasks (itself included;
   callers skip it). PCGrad, GradVac."""

@@ -18,13 +18,17 @@ G_st / (n_s n_t), where
     loss   n_t = L_t
     loss+  n_t = L_t ||g_t||
 
-The solver is `solvers.min_norm_weights` (Frank-Wolfe of Algorithm 2 with exact line search
-and away steps, stopping at a relative duality gap `tol` or after `iterations`). As in the
-official code the weights alpha then scale the task losses, so the update is
-sum_t alpha_t g_t of the raw (unnormalised) gradients; LibMTL's params mode instead combines the
-normalised gradients (w_t = alpha_t / n_t). With `normalization="none"` (the default, as in the
-paper and LibMTL; the official sample config uses "loss+") both are the minimum-norm point
-itself. Head gradients are not weighted (the train step gives each head its own gradient).
+The solver is `solvers.min_norm_weights` (Frank-Wolfe of Algorithm 2 with exact line search and
+away steps, stopping when the duality gap is below `tol` ||d||^2, when a step leaves alpha
+unchanged in float32, or after `iterations`; the official MinNormSolver stops when alpha moves
+less than 1e-5 in l1, or after 250 steps). The stop is relative to the solution's own norm, so d
+is accurate however small it is against the largest gradient (gradient norms spanning four
+orders of magnitude, or loss normalisation with losses of different scales). As in the official
+code the weights alpha then scale the task losses, so the update is sum_t alpha_t g_t of the raw
+(unnormalised) gradients; LibMTL's params mode instead combines the normalised gradients (w_t =
+alpha_t/n_t). With `normalization="none"` (the default, as in the paper and LibMTL; the official
+sample config uses "loss+") both are the minimum-norm point itself. Head gradients are not
+weighted (the train step gives each head its own gradient).
 
 Representation mode (`allows_rep`): the paper's MGDA-UB (Sec. 3.3) solves the same problem on
 the gradients of the shared representation Z, an upper bound that costs one backward pass.
@@ -69,7 +73,7 @@ def make(normalization: str = "none", iterations: int = solvers.MIN_NORM_ITERATI
     normalization: "none" | "l2" | "loss" | "loss+", the official code's gradient
       normalisation applied before the min-norm solve.
     iterations: the most Frank-Wolfe steps (official MAX_ITER 250).
-    tol: the solver's relative duality-gap tolerance.
+    tol: the solver's duality-gap tolerance, relative to ||d||^2.
     away_steps: Frank-Wolfe with away steps (False: plain Frank-Wolfe as Algorithm 2).
     eps: lower clamp of the normalisers.
   """

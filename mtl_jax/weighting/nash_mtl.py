@@ -8,29 +8,40 @@ github.com/AvivNavon/nash-mtl (`methods/weight_methods.py`, class NashMTL), also
 The Nash bargaining solution is d = sum_i alpha_i g_i with alpha > 0 solving the paper's
 optimality condition G alpha = 1 / alpha elementwise (G = J J^T; the paper writes G^T G for the
 Gram of the gradient columns). The paper (Algorithm 1 and its sequence of convex problems) and
-its code reach it with up to `optim_niter` = 20 cvxpy/ECOS solves on the host,
-warm-started from the previous step's alpha, with G first divided by its Frobenius norm. Here
-the same condition is solved in the step: it is the stationarity condition of the strictly
-convex 1/2 alpha^T G alpha - sum_i log alpha_i, minimised by Newton's method with a line search
-(`solvers.alpha_fair_weights` with power 1), warm-started from the previous alpha in the state,
-until max_i |alpha_i (G alpha)_i - 1| <= tol (default 1e-5; the official stopping test is
-||G alpha - 1/alpha||_2 < 1e-3) or `iterations` (default 50) steps.
+its code reach it with up to `optim_niter` = 20 cvxpy/ECOS solves on the host, warm-started
+from the previous step's alpha, stopping early when alpha moves less than 1e-6 (its other
+test, ||G_n alpha - 1/alpha|| < 1e-3, mixes the normalised G_n below with the raw alpha).
+Here the condition for G_n is solved in the step: it is the stationarity condition of the
+strictly convex 1/2 a^T G_n a - sum_i log a_i, minimised by Newton's method with a line search
+(`solvers.alpha_fair_weights` with power 1), warm-started from the previous a in the state,
+until max_i |a_i (G_n a)_i - 1| <= tol (default 1e-5) or `iterations` (default 50) steps.
 
-As in the official code: G is divided by its Frobenius norm (alpha is that problem's
-solution, not rescaled), alpha starts at 1, weights are recomputed every
-`update_weights_every` steps (reused in between), and with `max_norm > 0` the shared update is
-clipped to norm `max_norm` like torch's clip_grad_norm_: w = alpha min(1, max_norm /
-(||alpha^T J|| + 1e-6)), the norm from alpha^T G alpha. Reported weights are these clipped w.
+Scale, as in the official code, LibMTL and torchjd: the solver sees G_n = G / F, F = ||G||_F,
+while the weights satisfy the paper's condition on the raw G (the official cvxpy problem
+constrains F alpha_i (G_n alpha)_i >= 1). If G_n a = 1 / a, then alpha = a / sqrt(F) solves
+G alpha = 1 / alpha, so the weights are a / sqrt(F); a, the scale-free solution, is kept in
+the state as the next solve's warm start (the official code warm-starts from alpha itself). At
+the solution alpha^T G alpha = sum_i alpha_i (G alpha)_i = T: the unclipped update alpha^T J
+has norm sqrt(T) whatever the gradients' scale, and the weights scale as 1 / sqrt(c) when G is
+scaled by c.
+
+As in the official code alpha starts at 1, weights are recomputed every `update_weights_every`
+steps and reused in between (that solve's a / sqrt(F), as the official code reuses its alpha),
+and with `max_norm > 0` the shared update is clipped to norm `max_norm` like torch's
+clip_grad_norm_: w = alpha min(1, max_norm / (||alpha^T J|| + 1e-6)), the norm from
+alpha^T G alpha on the current G. With the default max_norm = 1 the update therefore has norm
+1 whenever two or more tasks bargain. Reported weights are these clipped w.
+
 Deviations: a relative ridge `reg` (default 1e-6; G + reg diag(G), a ridge on the cosine
 matrix) keeps a solution in existence for linearly dependent gradients (exactly opposite
 gradients: large equal weights, a zero combination), where the official solver fails and
 keeps its previous alpha; a zero gradient (G_ii <= 1e-20 max_j G_jj), which no weight can
-balance, gets weight 0 and keeps its alpha; an all-zero G (nothing to bargain over) keeps the
-previous alpha.
+balance, gets weight 0 and keeps its a; an all-zero G (nothing to bargain over) keeps the
+previous weights.
 
-Tasks without labels get weight 0, are left out of the equation, and keep their alpha in the
+Tasks without labels get weight 0, are left out of the equation, and keep their a in the
 state; between updates (`update_weights_every` > 1) the tasks solved for at the last update
-keep its alpha, the others weight 0. Gradients of the shared parameters only
+keep its weights, the others weight 0. Gradients of the shared parameters only
 (`allows_rep=False`; LibMTL rejects rep_grad). The head parameters get their own task's
 gradient (the official code weights them by alpha).
 """
@@ -43,25 +54,14 @@ import jax
 import jax.numpy as jnp
 
 from mtl_jax.weighting import solvers
-from mtl_jax.weighting.base import (Weighting, WeightingInputs, frobenius_norm, labelled,
-                                    task_kinds)
+from mtl_jax.weighting.base import (Weighting, WeightingInputs, clip_factor, frobenius_norm,
+                                    labelled, task_kinds)
 
 
 class NashMtlState(NamedTuple):
-  alpha: jnp.ndarray   # f32[T], the last solution of the normalised problem (warm start)
-  active: jnp.ndarray  # bool[T], the tasks that alpha was solved for (labelled, nonzero)
-
-
-def clip_to_norm(weights: jnp.ndarray, normalized: jnp.ndarray, scale: jnp.ndarray,
-                 max_norm: float) -> jnp.ndarray:
-  """f32[T]: w min(1, max_norm / (||w^T J|| + 1e-6)), as torch's clip_grad_norm_.
-
-  ||w^T J||^2 = scale w^T G_n w for G = scale G_n, computed so that a huge G cannot overflow.
-  """
-  if max_norm <= 0:
-    return weights
-  norm = jnp.sqrt(scale) * jnp.sqrt(jnp.maximum(weights @ normalized @ weights, 0.0))
-  return weights * jnp.minimum(1.0, max_norm / (norm + 1e-6))
+  alpha: jnp.ndarray   # f32[T], a: the last solution for G / ||G||_F (warm start)
+  active: jnp.ndarray  # bool[T], the tasks that a was solved for (labelled, nonzero)
+  scale: jnp.ndarray   # f32[], ||G||_F at the last solve: the weights are a / sqrt(scale)
 
 
 def make(max_norm: float = 1.0, update_weights_every: int = 1,
@@ -71,9 +71,9 @@ def make(max_norm: float = 1.0, update_weights_every: int = 1,
 
   Args:
     max_norm: clip the shared update to this norm; 0 disables (official default 1.0).
-    update_weights_every: solve every this many steps, reuse alpha in between (official 1).
+    update_weights_every: solve every this many steps, reuse the weights in between (official 1).
     iterations: the most Newton steps per solve.
-    tol: tolerance on max_i |alpha_i (G alpha)_i - 1| for the normalised G.
+    tol: tolerance on max_i |a_i (G_n a)_i - 1|, the same for the raw G and alpha.
     reg: relative ridge, G + reg diag(G).
   """
   if max_norm < 0 or update_weights_every < 1 or iterations < 1 or not tol > 0 or reg < 0:
@@ -83,20 +83,24 @@ def make(max_norm: float = 1.0, update_weights_every: int = 1,
 
   def init(tasks) -> NashMtlState:
     num_tasks = len(task_kinds(tasks))
-    return NashMtlState(jnp.ones((num_tasks,), jnp.float32), jnp.ones((num_tasks,), bool))
+    return NashMtlState(jnp.ones((num_tasks,), jnp.float32), jnp.ones((num_tasks,), bool),
+                        jnp.ones((), jnp.float32))
 
   def update(state: NashMtlState, inputs: WeightingInputs):
     mask = labelled(inputs.counts)
     scale = frobenius_norm(inputs.gram)
-    normalized = inputs.gram / jnp.where(scale > 0, scale, 1.0)
+    safe_scale = jnp.where(scale > 0, scale, 1.0)
+    normalized = inputs.gram / safe_scale
     solve_now = (inputs.step % update_weights_every == 0) & (scale > 0)
-    solved = jax.lax.cond(
+    alpha, active, solved_scale = jax.lax.cond(
         solve_now,
-        lambda: solvers.alpha_fair_solve(normalized, 1.0, state.alpha, mask, reg, iterations,
-                                         tol)[:2],
-        lambda: (state.alpha, state.active))
-    alpha, active = solved
-    weights = clip_to_norm(jnp.where(mask & active, alpha, 0.0), normalized, scale, max_norm)
-    return weights, NashMtlState(alpha, active)
+        lambda: (*solvers.alpha_fair_solve(normalized, 1.0, state.alpha, mask, reg, iterations,
+                                           tol)[:2], safe_scale),
+        lambda: (state.alpha, state.active, state.scale))
+    a = jnp.where(mask & active, alpha, 0.0)
+    # ||w^T J||^2 = w^T G w with w = a / sqrt(solved_scale): scale-free when solved now.
+    squared_norm = (scale / solved_scale) * (a @ normalized @ a)
+    weights = a / jnp.sqrt(solved_scale) * clip_factor(squared_norm, max_norm)
+    return weights, NashMtlState(alpha, active, solved_scale)
 
   return Weighting(init, update, needs="gram")

@@ -15,14 +15,24 @@ solved by `niter` projected gradient steps with heavy-ball momentum, as the offi
 torch SGD (lr 10, momentum 0.5, a fresh momentum buffer each update; grad G w + lambda G 1/T;
 projection onto the simplex after every step), on G scaled by s^2, s = mean_i
 sqrt(G_ii + 1e-4) (official). w is warm-started from the previous update (kept in the state,
-1/T at the start). The method's weights are therefore (w + lambda/T) / (1 + lambda): fully
+1/T at the start). The paper's weights are therefore p = (w + lambda/T) / (1 + lambda): fully
 through G, no J needed.
+
+Scale, as the official code: its `overwrite_grad` multiplies d by T "to match the sum loss",
+and its `backward` then clips the shared update with clip_grad_norm_(max_norm) (its trainers'
+--max_norm, default 1.0). By default (`scale_by_tasks=True`, `max_norm=1.0`) the weights are
+therefore T p min(1, max_norm / (||T p^T J|| + 1e-6)), the norm from G; these are the reported
+weights. T counts the labelled tasks. `scale_by_tasks=False, max_norm=0` gives the paper's d
+itself, as LibMTL and torchjd (which do neither). Head gradients are not weighted or clipped
+(the official code clips the shared parameters only).
 
 Deviation: the paper samples three independent batches (two for an unbiased estimate of G, one
 for the direction); we have one batch, so all three are J (as for MoDo). LibMTL differs from
 the official code in the inner learning rate (5) and the scale (negative diagonal entries
 clipped, s^2 + 1e-8). Allowed in the representation mode (G of the representation gradients,
-as MGDA-UB; LibMTL refuses it because of the three batches).
+as MGDA-UB; LibMTL refuses it because of the three batches); there the clip bounds the norm of
+the combined representation gradient, not of the parameter update (the official code has no
+such mode; pass max_norm=0 to leave clipping to the optimizer).
 
 Missing labels: a task without labels gets weight 0 and keeps its w_i; G, s, g0 = mean over the
 labelled tasks, and w moves on the face of the simplex that keeps the others fixed
@@ -36,7 +46,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.weighting.base import Weighting, WeightingInputs, labelled, task_kinds
+from mtl_jax.weighting.base import (Weighting, WeightingInputs, clip_factor, labelled,
+                                    task_kinds)
 from mtl_jax.weighting.solvers import project_simplex, simplex_face_point
 
 SCALE_EPS = 1e-4  # s = mean_i sqrt(G_ii + eps), as the official code
@@ -46,11 +57,11 @@ class SDMGradState(NamedTuple):
   weights: jnp.ndarray  # f32[T], w on the simplex (warm start)
 
 
-def scaled_gram(gram: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
-  """f32[T, T]: G / s^2, s = mean over the masked tasks of sqrt(G_ii + SCALE_EPS)."""
+def gram_scale(gram: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
+  """f32[]: s^2, s = mean over the masked tasks of sqrt(G_ii + SCALE_EPS); the solver sees
+  G / s^2."""
   roots = jnp.sqrt(jnp.maximum(jnp.diag(gram), 0.0) + SCALE_EPS)
-  scale = jnp.where(mask, roots, 0.0).sum() / jnp.maximum(mask.sum(), 1)
-  return gram / scale**2
+  return (jnp.where(mask, roots, 0.0).sum() / jnp.maximum(mask.sum(), 1))**2
 
 
 def solve_weights(gram: jnp.ndarray, start: jnp.ndarray, mask: jnp.ndarray, lamda: float,
@@ -72,8 +83,8 @@ def solve_weights(gram: jnp.ndarray, start: jnp.ndarray, mask: jnp.ndarray, lamd
   return w
 
 
-def make(lamda: float = 0.3, niter: int = 20, lr: float = 10.0,
-         momentum: float = 0.5) -> Weighting:
+def make(lamda: float = 0.3, niter: int = 20, lr: float = 10.0, momentum: float = 0.5,
+         scale_by_tasks: bool = True, max_norm: float = 1.0) -> Weighting:
   """SDMGrad's weights (see the module docstring). Defaults: the official code's.
 
   Args:
@@ -81,10 +92,13 @@ def make(lamda: float = 0.3, niter: int = 20, lr: float = 10.0,
       and CityScapes, 0.6 for Metaworld); 0 is MGDA solved by projected gradient.
     niter: projected gradient steps per update (static).
     lr, momentum: the inner steps' learning rate and heavy-ball momentum.
+    scale_by_tasks: multiply the update by the number of labelled tasks (official).
+    max_norm: clip the shared update to this norm; 0 disables (official 1.0).
   """
-  if lamda < 0 or niter < 1 or not lr > 0 or not 0 <= momentum < 1:
-    raise ValueError(f"sdmgrad needs lamda >= 0, niter >= 1, lr > 0, 0 <= momentum < 1; got "
-                     f"lamda={lamda}, niter={niter}, lr={lr}, momentum={momentum}")
+  if lamda < 0 or niter < 1 or not lr > 0 or not 0 <= momentum < 1 or max_norm < 0:
+    raise ValueError(f"sdmgrad needs lamda >= 0, niter >= 1, lr > 0, 0 <= momentum < 1, "
+                     f"max_norm >= 0; got lamda={lamda}, niter={niter}, lr={lr}, "
+                     f"momentum={momentum}, max_norm={max_norm}")
   niter = int(niter)
 
   def init(tasks) -> SDMGradState:
@@ -94,10 +108,14 @@ def make(lamda: float = 0.3, niter: int = 20, lr: float = 10.0,
   def update(state: SDMGradState, inputs: WeightingInputs):
     has_labels = labelled(inputs.counts)
     start, mass = simplex_face_point(state.weights, has_labels)
-    w = solve_weights(scaled_gram(inputs.gram, has_labels), start, has_labels, lamda, niter,
-                      lr, momentum)
+    scale = gram_scale(inputs.gram, has_labels)
+    scaled = inputs.gram / scale
+    w = solve_weights(scaled, start, has_labels, lamda, niter, lr, momentum)
     mean = jnp.where(has_labels, 1.0, 0.0) / jnp.maximum(has_labels.sum(), 1)
     weights = (w + lamda * mean) / (1.0 + lamda)
+    if scale_by_tasks:
+      weights = weights * has_labels.sum()
+    weights = weights * clip_factor(scale * (weights @ scaled @ weights), max_norm)
     return weights, SDMGradState(jnp.where(has_labels, mass * w, state.weights))
 
   return Weighting(init, update, needs="gram", allows_rep=True)
