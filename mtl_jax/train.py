@@ -234,6 +234,10 @@ def make_train_fn(setup: Setup, mesh, *, on_device: bool) -> Callable:
 
   on_device: `source` is the whole training split on the devices and `xs` i32[K, B] the batch
   indices; otherwise `source` is None and `xs` the stacked batches [K, B, ...] themselves.
+  K = 1 runs the step without a loop: XLA:CPU runs a convolution's weight gradient inside a
+  loop without its fast kernel (jax-ml/jax#12868), so convolutional models on CPU train
+  faster one step per dispatch (MultiLeNet, batch 256, 2 cores: 19 ms a step against 153 ms
+  in a `lax.scan`, of length 1 or 50 alike).
   """
   replicated = sharding_lib.replicated(mesh)
   batch_sharding = sharding_lib.batch_sharding(mesh)
@@ -246,7 +250,11 @@ def make_train_fn(setup: Setup, mesh, *, on_device: bool) -> Callable:
       batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
       return train_step(setup, state, batch)
 
-    state, losses = jax.lax.scan(body, state, xs)
+    if jax.tree.leaves(xs)[0].shape[0] == 1:
+      state, loss = body(state, jax.tree.map(lambda a: a[0], xs))
+      losses = loss[None]
+    else:
+      state, losses = jax.lax.scan(body, state, xs)
     return state, summarize(losses, first_step)
 
   return jax.jit(run, in_shardings=(replicated, replicated, sharding_lib.batch_sharding(mesh, 1)),

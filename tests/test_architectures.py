@@ -41,8 +41,9 @@ def _has_representation(architecture):
   return models.base.has_split(build.build_model(_config(architecture, "equal", {}), TASKS))
 
 
-# `hps` trains with every registered method in test_train.py and test_contract.py.
-ARCHITECTURES = sorted(set(models.REGISTRY) - {"hps"})
+# `hps` trains with every registered method in test_train.py and test_contract.py; `multi_lenet`,
+# a fixed network for 28x28 images, with every kind of method in test_multi_lenet.py.
+ARCHITECTURES = sorted(set(models.REGISTRY) - {"hps", "multi_lenet"})
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -185,6 +185,25 @@ def test_a_restored_checkpoint_continues_exactly_for_every_weighting(tmp_path, n
   jax.tree.map(np.testing.assert_array_equal, resumed, full)
 
 
+def test_a_dispatch_of_one_step_trains_as_the_steps_of_a_scan():
+  """K = 1 runs the step without `lax.scan` (see make_train_fn): the same steps either way."""
+  config = _resume_config("equal")
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  dataset = data_lib.load(config.dataset)
+  sampler = data_lib.Sampler(len(dataset.train), 32, config.seed)
+  setup = build.build_setup(config, dataset.tasks)
+  train_fn = train.make_train_fn(setup, mesh, on_device=True)
+  source = jax.device_put(dataset.train.batch(np.arange(len(dataset.train))),
+                          sharding.replicated(mesh))
+  scanned = _train_chunk(train_fn, _fresh_state(setup, mesh), source, sampler, 0, 2, mesh)
+  one_by_one = _fresh_state(setup, mesh)
+  for step in range(2):
+    one_by_one = _train_chunk(train_fn, one_by_one, source, sampler, step, 1, mesh)
+  assert int(one_by_one.step) == int(scanned.step) == 2
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               jax.device_get(one_by_one), jax.device_get(scanned))
+
+
 def _image_step(devices):
   """(state, losses) after one make_step_fn step of a small convnet on a mesh over `devices`;
   task "b" is labelled in every fourth row only."""

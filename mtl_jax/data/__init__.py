@@ -7,6 +7,7 @@ from mtl_jax.data.files import eval_image_batches, image_batches
 from mtl_jax.data.frames import check_columns, encode_frame, infer_tasks
 from mtl_jax.data.images import cached, decode_image, find_bad_files, image_decoder
 from mtl_jax.data.mnist import load_mnist
+from mtl_jax.data.multi_mnist import load_multi_mnist
 from mtl_jax.data.pipeline import host_batches
 from mtl_jax.data.sampling import Sampler, balanced_probabilities, labelled_masks
 from mtl_jax.data.shapes import make_shapes
@@ -17,6 +18,7 @@ from mtl_jax.data.tfds_source import load_tfds
 BUILTIN = {
     "digits": load_digits,
     "mnist": load_mnist,
+    "multi_mnist": load_multi_mnist,
     "synthetic": load_synthetic,
     "tfds": load_tfds,
 }
@@ -36,5 +38,5 @@ __all__ = ["ArrayData", "BUILTIN", "Dataset", "Sampler", "Split", "StreamData",
            "balanced_probabilities", "cached", "check_columns", "decode_image", "encode_frame",
            "eval_image_batches", "find_bad_files", "from_arrays", "host_batches",
            "image_batches", "image_decoder", "infer_tasks", "labelled_masks", "load",
-           "load_digits", "load_mnist", "load_synthetic", "load_tfds", "make_shapes", "pad_split",
-           "split_arrays", "split_batches"]
+           "load_digits", "load_mnist", "load_multi_mnist", "load_synthetic", "load_tfds",
+           "make_shapes", "pad_split", "split_arrays", "split_batches"]

@@ -33,10 +33,7 @@ def load_mnist(dataset_config) -> Dataset:
     ConfigError: a missing or unreadable file, a missing key, arrays of the wrong shape, or
       (without a path) TFDS `mnist` neither in `tfds.data_dir` nor downloadable.
   """
-  if dataset_config.path:
-    train_x, train_y, test_x, test_y = read_npz(dataset_config.path)
-  else:
-    train_x, train_y, test_x, test_y = tfds_source.read_mnist(dataset_config.tfds)
+  train_x, train_y, test_x, test_y = mnist_arrays(dataset_config)
   inputs = image_inputs(np.concatenate([train_x, test_x]), dataset_config)
   train_inputs, test_inputs = inputs[:len(train_x)], inputs[len(train_x):]
   train_rows, val_rows, _ = split_arrays(len(train_y), VAL_FRACTION, 0.0,
@@ -46,6 +43,15 @@ def load_mnist(dataset_config) -> Dataset:
                      val=part(train_inputs[val_rows], train_y[val_rows]),
                      test=part(test_inputs, test_y))
   return data.blank_train_labels(dataset_config.missing_fraction, dataset_config.split_seed)
+
+
+def mnist_arrays(dataset_config) -> tuple[np.ndarray, ...]:
+  """(train_images uint8 [N, 28, 28], train_labels, test_images, test_labels) from
+  `dataset_config.path`'s .npz, or from TFDS `mnist` without a path; shared by the datasets
+  built from MNIST (`mnist`, `multi_mnist`)."""
+  if dataset_config.path:
+    return read_npz(dataset_config.path)
+  return tfds_source.read_mnist(dataset_config.tfds)
 
 
 def read_npz(path: str) -> tuple[np.ndarray, ...]:

@@ -12,8 +12,8 @@ from typing import Callable, Sequence
 
 import flax.linen as nn
 
-from mtl_jax.models import (base, cgc, cross_stitch, dselect_k, hps, ltb, mmoe, mtan, parts,
-                            ple)
+from mtl_jax.models import (base, cgc, cross_stitch, dselect_k, hps, ltb, mmoe, mtan,
+                            multi_lenet, parts, ple)
 from mtl_jax.models.base import ModelSpec
 from mtl_jax.models.backbones import load_backbone, save_backbone
 from mtl_jax.models.hps import HardParameterSharing
@@ -30,6 +30,7 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "cross_stitch": cross_stitch.make,
     "mtan": mtan.make,
     "ltb": ltb.make,
+    "multi_lenet": multi_lenet.make,
 }
 
 
