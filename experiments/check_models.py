@@ -68,7 +68,7 @@ def check(architecture: str, method: str, data, steps: int) -> tuple[str, dict]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  architectures = _ARCHITECTURES.value or sorted(models.REGISTRY)
+  architectures = _ARCHITECTURES.value or models.spec_built()
   methods = _METHODS.value or sorted(weighting.REGISTRY)
   data = mj.data.load(mj.default_config().dataset)
   results = {}

@@ -63,7 +63,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   if _CONFIG.value is None or _OUT.value is None:
     raise app.UsageError("--config and --out are required")
-  architectures = _ARCHITECTURES.value or sorted(models.REGISTRY)
+  architectures = _ARCHITECTURES.value or models.spec_built()
   unknown = sorted(set(architectures) - set(models.REGISTRY))
   if unknown:
     raise app.UsageError(f"unknown architectures {unknown}; known: {sorted(models.REGISTRY)}")

@@ -43,7 +43,7 @@ def _has_representation(architecture):
 
 # `hps` trains with every registered method in test_train.py and test_contract.py; `multi_lenet`,
 # a fixed network for 28x28 images, with every kind of method in test_multi_lenet.py.
-ARCHITECTURES = sorted(set(models.REGISTRY) - {"hps", "multi_lenet"})
+ARCHITECTURES = sorted(set(models.spec_built()) - {"hps"})
 
 
 @pytest.mark.parametrize("kind", KINDS)

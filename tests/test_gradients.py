@@ -33,8 +33,7 @@ def _registered(name):
 
 # Every spec-built architecture (`multi_lenet`, a fixed network for 28x28 images, is a split
 # model like `hps`; test_multi_lenet.py trains it in both gradient modes).
-MODELS = {**{name: (lambda n=name: _registered(n)) for name in models.REGISTRY
-             if name != "multi_lenet"},
+MODELS = {**{name: (lambda n=name: _registered(n)) for name in models.spec_built()},
           "user_heads": lambda: models.get("hps", TASKS, base.ModelSpec(
               backbone=nn.Dense(7), heads={"a": nn.Dense(3), "b": nn.Dense(1)})),
           "per_task_reps": PerTaskReps, "two_column_stitch": CrossStitch}

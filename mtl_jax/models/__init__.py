@@ -33,6 +33,15 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "multi_lenet": multi_lenet.make,
 }
 
+# Networks fixed by their paper for one input (MultiLeNet: 28x28 images); they refuse layer
+# specs, so sweeps over "every architecture" on other data leave them out.
+FIXED_NETWORKS = ("multi_lenet",)
+
+
+def spec_built() -> list[str]:
+  """The registered architectures that build on layer specs, i.e. all but FIXED_NETWORKS."""
+  return sorted(set(REGISTRY) - set(FIXED_NETWORKS))
+
 
 def get(name: str, tasks: Sequence[Task], spec: ModelSpec | None = None,
         **hyperparameters) -> nn.Module:
@@ -49,5 +58,5 @@ def get(name: str, tasks: Sequence[Task], spec: ModelSpec | None = None,
     raise ValueError(f"model {name!r}: {e}") from None
 
 
-__all__ = ["HardParameterSharing", "ModelSpec", "REGISTRY", "SpecStack", "TOKENS", "base", "get",
-           "global_pool", "load_backbone", "parse_spec", "save_backbone"]
+__all__ = ["FIXED_NETWORKS", "HardParameterSharing", "ModelSpec", "REGISTRY", "SpecStack", "TOKENS", "base", "get",
+           "global_pool", "load_backbone", "parse_spec", "save_backbone", "spec_built"]
