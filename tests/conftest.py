@@ -99,3 +99,38 @@ def one_device():
   import jax  # pylint: disable=import-outside-toplevel
   from mtl_jax import sharding  # pylint: disable=import-outside-toplevel
   return sharding.make_mesh(jax.devices()[:1])
+
+
+@pytest.fixture
+def run_main(monkeypatch):
+  """`python -m mtl_jax.main *args` in this process: its exit code (0 when main returns).
+
+  For tests of what the command line refuses (one line, exit 2), without a subprocess's
+  start-up. absl's flags are global: the override flags a parse defines are deleted after it,
+  and every flag is unparsed.
+  """
+  import warnings  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from mtl_jax import main  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(sys, "argv", list(sys.argv))  # main._parse_flags rewrites sys.argv
+  monkeypatch.setattr(main.logging, "set_verbosity", lambda level: None)
+  for prefix in main._FREE_FORM_PREFIXES:  # pylint: disable=protected-access
+    monkeypatch.setitem(main._FREE_FORM_PREFIXES, prefix, {})  # pylint: disable=protected-access
+
+  def run(*args) -> int:
+    defined = set(flags.FLAGS)
+    try:
+      with warnings.catch_warnings():  # ml_collections loads the config file with load_module
+        warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
+        main._parse_flags(["mtl_jax.main", *args])  # pylint: disable=protected-access
+        main.main(["mtl_jax.main"])
+      return 0
+    except SystemExit as e:
+      return e.code
+    finally:
+      for name in set(flags.FLAGS) - defined:
+        delattr(flags.FLAGS, name)
+      flags.FLAGS.unparse_flags()
+
+  return run

@@ -7,8 +7,6 @@ disk to exercise the unmocked reading path.
 
 import importlib.util
 import os
-import sys
-import warnings
 
 import ml_collections
 import numpy as np
@@ -255,28 +253,12 @@ def test_a_failed_download_is_one_config_error(tmp_path, monkeypatch):
   assert "\n" not in str(error.value)
 
 
-def test_a_missing_dataset_on_the_command_line_prints_one_line_and_exits_2(tmp_path, monkeypatch,
+def test_a_missing_dataset_on_the_command_line_prints_one_line_and_exits_2(tmp_path, run_main,
                                                                            capsys):
-  """main() in this process, as `python -m mtl_jax.main` runs it (absl's flags are global)."""
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  from mtl_jax import main  # pylint: disable=import-outside-toplevel
-  monkeypatch.setattr(sys, "argv", list(sys.argv))  # main._parse_flags rewrites sys.argv
-  monkeypatch.setattr(main.logging, "set_verbosity", lambda level: None)
-  defined = set(flags.FLAGS)
-  try:
-    with warnings.catch_warnings():  # ml_collections loads the config file with load_module
-      warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
-      main._parse_flags([  # pylint: disable=protected-access
-          "mtl_jax.main", f"--config={CELEBA}:runlocal", f"--workdir={tmp_path / 'w'}",
-          f"--config.dataset.tfds.data_dir={tmp_path / 'empty'}",
-          "--config.dataset.tfds.download=False"])
-    with pytest.raises(SystemExit) as exit_:
-      main.main(["mtl_jax.main"])
-  finally:
-    for name in set(flags.FLAGS) - defined:
-      delattr(flags.FLAGS, name)
-    flags.FLAGS.unparse_flags()
-  assert exit_.value.code == 2
+  code = run_main(f"--config={CELEBA}:runlocal", f"--workdir={tmp_path / 'w'}",
+                  f"--config.dataset.tfds.data_dir={tmp_path / 'empty'}",
+                  "--config.dataset.tfds.download=False")
+  assert code == 2
   lines = capsys.readouterr().err.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("mtl_jax: error: TFDS dataset 'celeb_a'"), lines
   assert str(tmp_path / "empty") in lines[0]

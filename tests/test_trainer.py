@@ -253,11 +253,12 @@ def test_the_shapes_config_trains_from_the_command_line(tmp_path):
   assert {"val/shape/accuracy", "val/x/mae", "weight/color"} <= set(final)
 
 
-def test_a_bad_csv_path_exits_2_with_one_line(tmp_path):
-  result = _main("--config=configs/shapes.py", "--config.images.train_csv=/no/train.csv",
-                 "--config.images.val_csv=/no/val.csv", f"--workdir={tmp_path / 'run'}")
-  assert result.returncode == 2
-  lines = [line for line in result.stderr.splitlines() if line.startswith("mtl_jax:")]
+def test_a_bad_csv_path_exits_2_with_one_line(tmp_path, run_main, capsys, monkeypatch):
+  monkeypatch.chdir(REPO)
+  code = run_main("--config=configs/shapes.py", "--config.images.train_csv=/no/train.csv",
+                  "--config.images.val_csv=/no/val.csv", f"--workdir={tmp_path / 'run'}")
+  assert code == 2
+  lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mtl_jax:")]
   assert lines == ["mtl_jax: error: config.images.train_csv='/no/train.csv': "
                    "FileNotFoundError: [Errno 2] No such file or directory: '/no/train.csv'"]
   assert not (tmp_path / "run").exists()
