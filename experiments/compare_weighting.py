@@ -5,8 +5,13 @@
     python experiments/compare_weighting.py --config=configs/digits.py:runlocal \
         --methods=equal,gls,famo --seeds=2 --out=/tmp/compare_quick --config.num_steps=300
 
+    python experiments/compare_weighting.py --config=configs/multi_mnist.py \
+        --config.dataset.path=mnist.npz --seeds=1 --stl --out=/tmp/mm_paper \
+        --methods="manual:weights=(0.5,0.5),uncertainty,gradnorm,mgda:grad_wrt='rep'"
+
 A method may carry hyper-parameters, `name:key=value;key=value` (values as Python literals,
 e.g. `--methods=stch,stch:log_losses=False`); the spec is its label in the table and plot.
+Without `--stl`, `equal` always runs too, as the baseline of Δm%.
 Each (method, seed) trains with `mtl_jax.train_and_evaluate` in `<out>/<method>/seed<k>`
 (config.seed = the config's seed + k), so rerunning the command resumes or reuses finished
 runs. `--stl` also trains each task alone (`config.tasks = (task,)`: the same model with one
@@ -56,9 +61,10 @@ STL = "STL"
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file (and ':options') whose get_config() returns a ConfigDict.",
     lock_config=True)
-_METHODS = flags.DEFINE_list(
-    "methods", None, "Weighting methods to compare (name or name:key=value;key=value); "
-    "default every registered one but manual, aliases once.")
+_METHODS = flags.DEFINE_string(
+    "methods", None, "Comma-separated weighting methods to compare (name or "
+    "name:key=value;key=value; commas inside brackets belong to a value); default every "
+    "registered one but manual, aliases once.")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Number of seeds per method.")
 _OUT = flags.DEFINE_string("out", None, "Output directory for the runs, table and plot.")
 _STL = flags.DEFINE_bool("stl", False, "Also train each task alone and report Δm% against "
@@ -90,12 +96,26 @@ def parse_method(spec: str) -> tuple[str, dict]:
   return name.strip(), kwargs
 
 
-def methods_to_run(requested: Sequence[str] | None) -> list[str]:
-  """The requested method specs (default: all methods), with the baseline first."""
-  methods = list(requested) if requested else default_methods()
+def split_methods(text: str) -> list[str]:
+  """"a,b:w=(1,2)" -> ["a", "b:w=(1,2)"]: the commas outside brackets separate methods."""
+  methods, depth, start = [], 0, 0
+  for i, char in enumerate(text + ","):
+    depth += (char in "([{") - (char in ")]}")
+    if char == "," and depth == 0:
+      methods.append(text[start:i].strip())
+      start = i + 1
+  return [m for m in methods if m]
+
+
+def methods_to_run(requested: str | None, stl: bool = False) -> list[str]:
+  """The requested method specs (default: all methods); without single-task baselines `equal`
+  is the baseline and runs first."""
+  methods = split_methods(requested) if requested else default_methods()
   unknown = [m for m in methods if parse_method(m)[0] not in weighting.REGISTRY]
   if unknown:
     raise app.UsageError(f"unknown method(s) {unknown}; known: {sorted(weighting.REGISTRY)}")
+  if stl:
+    return methods
   return [BASELINE] + [m for m in methods if m != BASELINE]
 
 
@@ -275,7 +295,7 @@ def main(argv):
   if _CONFIG.value is None or _OUT.value is None:
     raise app.UsageError("--config and --out are required")
   config, out = _CONFIG.value, _OUT.value
-  methods = methods_to_run(_METHODS.value)
+  methods = methods_to_run(_METHODS.value, _STL.value)
   os.makedirs(out, exist_ok=True)
   start = time.perf_counter()
 
@@ -284,8 +304,8 @@ def main(argv):
     directory = os.path.join(out, method.replace(":", "-").replace(";", "-"))
     results[method], curves[method] = run_seeds(config, method, directory)
   finished = [r for runs in results.values() for r in runs if r is not None]
-  if not any(r is not None for r in results[BASELINE]):
-    sys.exit("every equal-weighting run diverged: no baseline for Δm%")
+  if not finished or not (_STL.value or any(r is not None for r in results[BASELINE])):
+    sys.exit("every run of the baseline diverged: no baseline for Δm%")
   columns = task_metrics(finished[0])
 
   stl_runs, stl_cells = {}, None
