@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from mtl_jax.weighting import equal, manual
 from mtl_jax.weighting import dtp, dwa, rlw, uncertainty
-from mtl_jax.weighting import famo, gls, stch
+from mtl_jax.weighting import famo, gls, si, stch
 from mtl_jax.weighting import cagrad, graddrop, gradvac, imtl, mgda, pcgrad
 from mtl_jax.weighting import db_mtl, excess_mtl, gradnorm, moco, modo, sdmgrad
 from mtl_jax.weighting import aligned_mtl, con_fig, dualproj, fairgrad, nash_mtl, upgrad
@@ -31,6 +31,7 @@ REGISTRY = {
     "dwa": dwa.make,
     "rlw": rlw.make,
     "gls": gls.make,
+    "si": si.make,
     "famo": famo.make,
     "stch": stch.make,
     "gradnorm": gradnorm.make,
