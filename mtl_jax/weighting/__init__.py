@@ -14,7 +14,7 @@ import inspect
 from typing import Any, Mapping
 
 from mtl_jax.weighting import equal, manual
-from mtl_jax.weighting import dtp, dwa, rlw, uncertainty
+from mtl_jax.weighting import dtp, dwa, rlw, uncertainty, uw_so
 from mtl_jax.weighting import famo, gls, si, stch
 from mtl_jax.weighting import cagrad, graddrop, gradvac, imtl, mgda, pcgrad
 from mtl_jax.weighting import db_mtl, excess_mtl, gradnorm, moco, modo, sdmgrad
@@ -32,6 +32,7 @@ REGISTRY = {
     "rlw": rlw.make,
     "gls": gls.make,
     "si": si.make,
+    "uw_so": uw_so.make,
     "famo": famo.make,
     "stch": stch.make,
     "gradnorm": gradnorm.make,
