@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from mtl_jax.weighting import equal, manual
 from mtl_jax.weighting import dtp, dwa, rlw, uncertainty, uw_so
 from mtl_jax.weighting import famo, gls, si, stch
-from mtl_jax.weighting import cagrad, graddrop, gradvac, imtl, mgda, pcgrad
+from mtl_jax.weighting import cagrad, graddrop, gradvac, imtl, krum, mgda, pcgrad
 from mtl_jax.weighting import db_mtl, excess_mtl, gradnorm, moco, modo, sdmgrad
 from mtl_jax.weighting import aligned_mtl, con_fig, dualproj, fairgrad, nash_mtl, upgrad
 from mtl_jax.weighting.base import (Direction, Weighting, WeightingInputs, combine, gram_matrix,
@@ -49,6 +49,7 @@ REGISTRY = {
     "graddrop": graddrop.make,
     "nash_mtl": nash_mtl.make,
     "upgrad": upgrad.make,
+    "krum": krum.make,
     "dualproj": dualproj.make,
     "aligned_mtl": aligned_mtl.make,
     "con_fig": con_fig.make,
