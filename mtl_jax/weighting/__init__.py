@@ -19,7 +19,7 @@ from mtl_jax.weighting import famo, gls, si, stch
 from mtl_jax.weighting import cagrad, graddrop, gradvac, imtl, krum, mgda, pcgrad
 from mtl_jax.weighting import db_mtl, excess_mtl, gradnorm, moco, modo, sdmgrad
 from mtl_jax.weighting import aligned_mtl, con_fig, dualproj, fairgrad, nash_mtl, upgrad
-from mtl_jax.weighting import trimmed_mean
+from mtl_jax.weighting import ntkmtl, trimmed_mean
 from mtl_jax.weighting.base import (Direction, Weighting, WeightingInputs, combine, gram_matrix,
                                    make_inputs)
 
@@ -52,6 +52,7 @@ REGISTRY = {
     "upgrad": upgrad.make,
     "krum": krum.make,
     "trimmed_mean": trimmed_mean.make,
+    "ntkmtl": ntkmtl.make,
     "dualproj": dualproj.make,
     "aligned_mtl": aligned_mtl.make,
     "con_fig": con_fig.make,
