@@ -25,7 +25,8 @@ closest tasks, which then get 1/2 each. G is symmetrised first, so such ties are
 
 Missing labels: tasks without labels are left out (weight 0, never a neighbour); n counts the
 labelled tasks, the neighbours are max(n - f - 2, 0) and m is at most n. With fewer than f + 3
-labelled tasks every score is 0: all labelled tasks tie and get 1/n each (their mean). Gradients of the shared parameters only (`allows_rep=False`, as torchjd).
+labelled tasks every score is 0: all labelled tasks tie and get 1/n each (their mean).
+Gradients of the shared parameters only (`allows_rep=False`, as torchjd).
 """
 
 from __future__ import annotations

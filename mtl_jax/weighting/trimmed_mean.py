@@ -1,8 +1,8 @@
 """TrimmedMean: per coordinate, the mean of the task gradients without the extremes.
 
 Yin, Chen, Ramchandran and Bartlett, "Byzantine-Robust Distributed Learning: Towards Optimal
-Statistical Rates", ICML 2018, https://proceedings.mlr.press/v80/yin18a/yin18a.pdf (the coordinate-wise trimmed mean of its
-Algorithm 1). Reference code: torchjd
+Statistical Rates", ICML 2018, https://proceedings.mlr.press/v80/yin18a/yin18a.pdf (the
+coordinate-wise trimmed mean of its Algorithm 1). Reference code: torchjd
 (`aggregation/_trimmed_mean.py`, `TrimmedMean(trim_number)`).
 
 For every coordinate c of the shared parameters (every leaf of `inputs.grads`, [T, ...]), sort
