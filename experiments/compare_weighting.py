@@ -25,7 +25,8 @@ single-task baselines (with `--stl`) or of equal weighting (without); and the me
 each method over the task metrics (`mtl_jax.metrics.mean_rank`, 1 = best, the STL row not
 ranked). Writes `<out>/weights.png`: each method's task weights over training (the seed
 mean), read back from the `weight/<task>` scalars of the runs' TensorBoard files. A run whose
-loss becomes non-finite is counted as diverged and left out of the means. The script calls
+loss becomes non-finite is counted as diverged and left out of the means; a method the config
+refuses (e.g. Krum on two tasks) is listed with the reason and not run. The script calls
 `mtl_jax.cpu_tuning.apply()` before JAX starts, as `python -m mtl_jax.main` does
 (`MTL_JAX_CPU_TUNING=0` turns it off).
 """
@@ -299,10 +300,14 @@ def main(argv):
   os.makedirs(out, exist_ok=True)
   start = time.perf_counter()
 
-  results, curves = {}, {}
+  results, curves, refused = {}, {}, {}
   for method in methods:
     directory = os.path.join(out, method.replace(":", "-").replace(";", "-"))
-    results[method], curves[method] = run_seeds(config, method, directory)
+    try:
+      results[method], curves[method] = run_seeds(config, method, directory)
+    except mtl_jax.ConfigError as e:  # e.g. Krum on two tasks: reported, not run
+      logging.warning("%s not run: %s", method, e)
+      refused[method] = str(e)
   finished = [r for runs in results.values() for r in runs if r is not None]
   if not finished or not (_STL.value or any(r is not None for r in results[BASELINE])):
     sys.exit("every run of the baseline diverged: no baseline for Δm%")
@@ -327,11 +332,12 @@ def main(argv):
           f"against {baseline_name}'s seed mean (positive = better); mean rank over the task "
           f"metrics of the seed means (1 = best). Methods: {', '.join(methods)}. "
           f"Wall time of this invocation: {minutes:.1f} min.\n")
+  note += "".join(f"\nNot run: {method} ({why}).\n" for method, why in refused.items())
   with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
     f.write(table + note)
   atomic.write_json(os.path.join(out, "results.json"),
                     {"summary": summary, "runs": results, "stl": stl_runs,
-                     "baseline": baseline, "minutes": minutes})
+                     "baseline": baseline, "minutes": minutes, "refused": refused})
   plot_weights(curves, os.path.join(out, "weights.png"))
   print(table + note, flush=True)
 
