@@ -19,13 +19,12 @@ The optional argument after ":" is a comma-separated list: `runlocal` shrinks th
 quick check (the first 256 examples of each split at 16x16, a tiny network, 20 steps).
 """
 
-from mtl_jax.config import default_config
+from mtl_jax.config import default_config, parse_options
 
 
 def get_config(arg: str | None = None):
   config = default_config()
-  options = dict(item.split("=", 1) if "=" in item else (item, "1")
-                 for item in (arg or "").split(",") if item)
+  options = parse_options(arg)
   config.dataset.name = "tfds"
   tfds = config.dataset.tfds
   tfds.name = "celeb_a"

@@ -7,13 +7,12 @@ The optional argument after ":" is a comma-separated list: `missing=F` blanks a 
 each task's training labels, `runlocal` shrinks the run to a quick check.
 """
 
-from mtl_jax.config import default_config
+from mtl_jax.config import default_config, parse_options
 
 
 def get_config(arg: str | None = None):
   config = default_config()
-  options = dict(item.split("=", 1) if "=" in item else (item, "1")
-                 for item in (arg or "").split(",") if item)
+  options = parse_options(arg)
   config.dataset.name = "digits"
   config.dataset.missing_fraction = float(options.pop("missing", 0.0))
   config.optimizer.schedule = "cosine"

@@ -16,13 +16,12 @@ The optional argument after ":" is a comma-separated list: `runlocal` shrinks th
 quick check (200 steps).
 """
 
-from mtl_jax.config import default_config
+from mtl_jax.config import default_config, parse_options
 
 
 def get_config(arg: str | None = None):
   config = default_config()
-  options = dict(item.split("=", 1) if "=" in item else (item, "1")
-                 for item in (arg or "").split(",") if item)
+  options = parse_options(arg)
   config.dataset.name = "mnist"
   config.dataset.flatten = True
   config.dataset.normalize = (0.1307, 0.3081)

@@ -40,7 +40,7 @@ unchanged, so the rate is cut short rather than compressed).
 
 import math
 
-from mtl_jax.config import default_config
+from mtl_jax.config import default_config, parse_options
 
 EPOCHS = 100
 STEPS_PER_EPOCH = 55_000 // 256  # 60,000 training images less the 5,000 set aside for val
@@ -49,8 +49,7 @@ HALF_LIFE_EPOCHS = 10 * math.log(2) / math.log(1 / 0.85)
 
 def get_config(arg: str | None = None):
   config = default_config()
-  options = dict(item.split("=", 1) if "=" in item else (item, "1")
-                 for item in (arg or "").split(",") if item)
+  options = parse_options(arg)
   config.dataset.name = "multi_mnist"
   config.dataset.normalize = (0.1307, 0.3081)
   config.model.name = "multi_lenet"

@@ -15,15 +15,14 @@ epoch). Logging, evaluation and checkpoints happen once per epoch of the generat
 your own CSVs set `--config.eval_every` etc. (in steps) to suit.
 """
 
-from mtl_jax.config import default_config
+from mtl_jax.config import default_config, parse_options
 
 VAL_FRACTION = 0.2  # make_shapes' val split
 
 
 def get_config(arg: str | None = None):
   config = default_config()
-  options = dict(item.split("=", 1) if "=" in item else (item, "1")
-                 for item in (arg or "").split(",") if item)
+  options = parse_options(arg)
   num_images = int(options.pop("generate", 2000))
   config.dataset.name = "images"
   config.images.generate_shapes = num_images

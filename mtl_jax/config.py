@@ -111,6 +111,13 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
+def parse_options(arg: str | None) -> dict[str, str]:
+  """A config file's options after ":", "runlocal,missing=0.4" -> {"runlocal": "1",
+  "missing": "0.4"}: each file pops what it knows and refuses what is left."""
+  return dict(item.split("=", 1) if "=" in item else (item, "1")
+              for item in (arg or "").split(",") if item)
+
+
 _OPTIMIZERS = ("adam", "adamw", "sgd")
 _SCHEDULES = ("constant", "cosine", "exponential")
 _POOLINGS = ("max", "average")
