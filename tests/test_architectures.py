@@ -22,8 +22,9 @@ BATCH = {"inputs": RNG.normal(size=(8, 6)).astype(np.float32),
          "labels": {"a": np.array([0, 1, 2, -1, 0, 1, 2, 0], np.int32),
                     "b": np.array([0, 1, 1, 0, -1, 1, 0, 1], np.int32),
                     "c": np.array([0.5, np.nan, 1.0, 2.0, 0.0, 1.0, np.nan, 0.3], np.float32)}}
-# One method of each kind, and what it is given (gradient mode).
-KINDS = {"losses": ("uncertainty", {}), "gram": ("mgda", {}), "gradients": ("pcgrad", {}),
+# One method of each kind, and what it is given (gradient mode): `mgda` reads the Gram matrix,
+# `graddrop` the per-task gradients themselves (needs="grads").
+KINDS = {"losses": ("uncertainty", {}), "gram": ("mgda", {}), "gradients": ("graddrop", {}),
          "representation": ("mgda", {"grad_wrt": "rep"})}
 
 
