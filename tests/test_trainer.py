@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 
 import flax.linen as nn
@@ -239,16 +238,11 @@ def test_shuffle_false_takes_each_epochs_examples_in_file_order():
 # From a config file.
 
 
-def _main(*args, cwd=REPO):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  return subprocess.run([sys.executable, "-m", "mtl_jax.main", *args], cwd=cwd, env=env,
-                        capture_output=True, text=True, timeout=600, check=False)
-
-
 @pytest.mark.slow
-def test_the_shapes_config_trains_from_the_command_line(tmp_path):
-  result = _main("--config=configs/shapes.py:generate=40,runlocal", f"--workdir={tmp_path}")
-  assert result.returncode == 0, result.stderr[-2000:]
+def test_the_shapes_config_trains_from_the_command_line(tmp_path, run_main, monkeypatch):
+  monkeypatch.chdir(REPO)
+  code = run_main("--config=configs/shapes.py:generate=40,runlocal", f"--workdir={tmp_path}")
+  assert code == 0
   final = json.loads((tmp_path / "final_metrics.json").read_text())
   assert {"val/shape/accuracy", "val/x/mae", "weight/color"} <= set(final)
 
