@@ -4,9 +4,16 @@
         --config.optimizer.learning_rate=3e-3
     python -m mtl_jax.main --config=configs/shapes.py --workdir=/tmp/shapes   # image files
 
-Rerunning the same command on the same --workdir resumes from its latest checkpoint. A
-configuration or input mistake prints one line naming it and exits with code 2. The command
+Rerunning the same command on the same --workdir resumes from its latest checkpoint; with a
+changed config it refuses, naming the changes, unless `--config.allow_config_change=True`. A
+configuration or input mistake prints one line naming it and exits with code 2, before any
+data is loaded or any file written; so does a second run on a workdir in use. SIGTERM at any
+moment stops the run at the next safe point and exits 0, saying what was saved. The command
 applies the CPU tuning (`mtl_jax.cpu_tuning.apply`; `MTL_JAX_CPU_TUNING=0` turns it off).
+
+Multi-process: `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` on each
+process; `--coordinator_timeout` (seconds, default 300) bounds the wait for every process to
+join, after which the run stops with one line.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "HOST:PORT of process 0, for a multi-process run.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes in the run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in the run.")
+_COORDINATOR_TIMEOUT = flags.DEFINE_integer(
+    "coordinator_timeout", 300, "Seconds to wait for every process of a multi-process run to "
+    "join (jax.distributed.initialize's initialization_timeout).", lower_bound=1)
 
 EXIT_USAGE = 2
 
@@ -55,9 +65,12 @@ def _config_path(argv: list[str]) -> str | None:
   return None
 
 
-# Free-form blocks of hyper-parameters (each method or model has its own), which the locked
-# config cannot declare: --config.weighting_kwargs.<name>=<value>, --config.model.kwargs.<...>.
-_FREE_FORM_PREFIXES = {"--config.weighting_kwargs.": {}, "--config.model.kwargs.": {}}
+# Free-form blocks (each method, model or dataset has its own keys), which the locked config
+# cannot declare: --config.weighting_kwargs.<name>=<value>, --config.augment.<option>=<value>,
+# --config.images.task_types.<task>=<kind>, ...; checked by their readers.
+_FREE_FORM_PREFIXES = {f"--config.{block}.": {} for block in (
+    "weighting_kwargs", "model.kwargs", "augment", "images.task_types", "images.task_losses",
+    "dataset.tfds.task_types", "dataset.tfds.task_features")}
 
 
 def _literal(text: str):
@@ -77,7 +90,7 @@ def _split_free_form(argv: list[str]) -> list[str]:
       rest.append(arg)
       continue
     name, sep, value = arg[len(prefix):].partition("=")
-    if not sep or not name.isidentifier():
+    if not sep or not name or "." in name:
       _fail(f"expected {prefix}<name>=<value>, got {arg}")
     _FREE_FORM_PREFIXES[prefix][name] = _literal(value)
   return rest
@@ -91,6 +104,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
     _fail(f"config file not found: {path}")
   try:
     rest = flags.FLAGS(argv)
+    if path is not None and _CONFIG.value is None:
+      _fail(f"--config={path}: get_config() returned None; it must return a ConfigDict")
     if _CONFIG.value is not None:
       _CONFIG.value.keys()  # the file is loaded lazily: load it here, inside the try
     return rest
@@ -101,6 +116,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
   except flags.Error as e:
     _fail(_one_line(e))
   except (AttributeError, KeyError) as e:  # an override of a key the config does not have
+    if "get_config" in str(e):
+      _fail(f"--config={path} has no get_config() function returning a ConfigDict")
     message = str(e.args[0]) if e.args else str(e)
     name = message.splitlines()[0].strip("'\"") if message else ""
     for arg in argv:
@@ -112,6 +129,15 @@ def _parse_flags(argv: list[str]) -> list[str]:
   return []
 
 
+def _apply_free_form(config) -> None:
+  """Sets the free-form values of the command line (`_split_free_form`) in `config`."""
+  for prefix, values in _FREE_FORM_PREFIXES.items():
+    block = config
+    for key in prefix[len("--config."):-1].split("."):
+      block = block[key]
+    block.update(values)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}")
@@ -121,26 +147,40 @@ def main(argv: list[str]) -> None:
     _fail("--workdir is required")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # metrics reach the console through the writer
+  from mtl_jax import interrupt  # pylint: disable=import-outside-toplevel
+  with interrupt.handle_sigterm():  # the whole run: start-up and compilation included
+    _run(_WORKDIR.value)
+
+
+def _run(workdir: str) -> None:
+  """Checks everything that can be checked before work, takes the workdir, trains."""
   from mtl_jax import sharding  # pylint: disable=import-outside-toplevel
   try:
     sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
-                                    _PROCESS_ID.value)
+                                    _PROCESS_ID.value, timeout_s=_COORDINATOR_TIMEOUT.value)
   except ValueError as e:  # a missing or inconsistent --coordinator_address/--num_processes/...
     _fail(f"multi-process setup: {_one_line(e)}")
+  except sharding.PeersMissing as e:
+    print(f"mtl_jax: error: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
 
   from mtl_jax import config as config_lib  # pylint: disable=import-outside-toplevel
   from mtl_jax import train  # pylint: disable=import-outside-toplevel
+  from mtl_jax import validate  # pylint: disable=import-outside-toplevel
+  from mtl_jax import workdir_lock  # pylint: disable=import-outside-toplevel
   from mtl_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
 
   try:
     config = config_lib.complete(_CONFIG.value)
-    config.weighting_kwargs.update(_FREE_FORM_PREFIXES["--config.weighting_kwargs."])
-    config.model.kwargs.update(_FREE_FORM_PREFIXES["--config.model.kwargs."])
-    if config.dataset.name == config_lib.IMAGES:  # image files: the MultiTaskTrainer
-      from mtl_jax import trainer  # pylint: disable=import-outside-toplevel
-      trainer.train_from_config(config, _WORKDIR.value)
-    else:
-      train.train_and_evaluate(config, _WORKDIR.value)
+    _apply_free_form(config)
+    config_lib.validate(config, num_devices=sharding.make_mesh().size)
+    validate.check_workdir(workdir)
+    with workdir_lock.hold(workdir, is_lead=sharding.is_lead()):
+      if config.dataset.name == config_lib.IMAGES:  # image files: the MultiTaskTrainer
+        from mtl_jax import trainer  # pylint: disable=import-outside-toplevel
+        trainer.train_from_config(config, workdir)
+      else:
+        train.train_and_evaluate(config, workdir)
   except ConfigError as e:
     _fail(str(e))
   except train.Interrupted as e:
