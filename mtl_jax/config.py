@@ -282,7 +282,11 @@ def task_weights(config: ml_collections.ConfigDict) -> tuple[float, ...] | None:
   given = config.task_weights
   if given is None:
     return None
-  items = given.strip().strip("()[]").split(",") if isinstance(given, str) else given
+  if isinstance(given, str) or all(isinstance(w, str) for w in given):  # from a flag
+    text = given if isinstance(given, str) else ",".join(given)
+    items = text.strip().strip("()[]").split(",")
+  else:
+    items = given
   try:
     weights = tuple(float(w) for w in items if not isinstance(w, str) or w.strip())
   except (TypeError, ValueError):

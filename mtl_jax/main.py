@@ -167,7 +167,6 @@ def _run(workdir: str) -> None:
   from mtl_jax import config as config_lib  # pylint: disable=import-outside-toplevel
   from mtl_jax import train  # pylint: disable=import-outside-toplevel
   from mtl_jax import validate  # pylint: disable=import-outside-toplevel
-  from mtl_jax import workdir_lock  # pylint: disable=import-outside-toplevel
   from mtl_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
 
   try:
@@ -175,12 +174,11 @@ def _run(workdir: str) -> None:
     _apply_free_form(config)
     config_lib.validate(config, num_devices=sharding.make_mesh().size)
     validate.check_workdir(workdir)
-    with workdir_lock.hold(workdir, is_lead=sharding.is_lead()):
-      if config.dataset.name == config_lib.IMAGES:  # image files: the MultiTaskTrainer
-        from mtl_jax import trainer  # pylint: disable=import-outside-toplevel
-        trainer.train_from_config(config, workdir)
-      else:
-        train.train_and_evaluate(config, workdir)
+    if config.dataset.name == config_lib.IMAGES:  # image files: the MultiTaskTrainer
+      from mtl_jax import trainer  # pylint: disable=import-outside-toplevel
+      trainer.train_from_config(config, workdir)
+    else:
+      train.train_and_evaluate(config, workdir)
   except ConfigError as e:
     _fail(str(e))
   except train.Interrupted as e:

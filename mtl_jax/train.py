@@ -525,19 +525,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     raise ConfigError("config.dataset.name='images' trains image files: use "
                       "mtl_jax.trainer.train_from_config (or python -m mtl_jax.main)")
   validate.check_workdir(workdir)
-  with workdir_lock.hold(workdir, is_lead=jax.process_index() == 0):
-    return _train_and_evaluate(config, workdir, data=data, backbone=backbone, heads=heads,
-                               model=model, mesh=mesh)
-
-
-def _train_and_evaluate(config, workdir, *, data, backbone, heads, model, mesh):
   if data is None:
     dataset = data_lib.load(config.dataset)
   else:
     dataset = data.blank_train_labels(config.dataset.missing_fraction, config.dataset.split_seed)
   dataset = dataset.select(config_lib.select_tasks(config, dataset.task_names))
   tasks = dataset.tasks
-  validate.check_labelled({"train": dataset.train.labels, "validation": dataset.val.labels},
+  validate.check_labelled({"train": dataset.train.labels, "val": dataset.val.labels},
                           tasks)
   try:
     sampler = data_lib.Sampler(len(dataset.train), config.batch_size, config.seed)
@@ -545,7 +539,6 @@ def _train_and_evaluate(config, workdir, *, data, backbone, heads, model, mesh):
     raise ConfigError(f"config.batch_size: {e}") from None
   if config.num_epochs:
     config.num_steps = config.num_epochs * sampler.steps_per_epoch
-  validate.check_same_config(workdir, config.to_dict())
   backbone_variables = None
   if config.model.backbone_path:
     backbone, backbone_variables = backbones.load_backbone(config.model.backbone_path)
@@ -556,6 +549,16 @@ def _train_and_evaluate(config, workdir, *, data, backbone, heads, model, mesh):
   if setup.augment is not None and dataset.train.inputs.ndim != 4:
     raise ConfigError(f"config.augment needs images [N, H, W, C]; the inputs have shape "
                       f"{dataset.train.inputs.shape}")
+  with workdir_lock.hold(workdir, is_lead=jax.process_index() == 0):  # the first file written
+    validate.check_same_config(workdir, config.to_dict())  # under the lock: no run rewrites it
+    return _train_checked(config, workdir, setup, dataset, sampler, backbone_variables, mesh)
+
+
+def _train_checked(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
+                   dataset: data_lib.Dataset, sampler: data_lib.Sampler,
+                   backbone_variables: dict | None, mesh) -> dict[str, float]:
+  """`train_and_evaluate` once every input is checked and the workdir locked."""
+  tasks = dataset.tasks
   on_device = config.dataset.data_on_device and jax.process_count() == 1
   train_data = data_lib.ArrayData(dataset.train, sampler, on_device)
   state = create_train_state(setup, config.seed, train_data.example_inputs(), mesh,

@@ -58,6 +58,7 @@ from mtl_jax import probe as probe_lib
 from mtl_jax import sharding as sharding_lib
 from mtl_jax import tasks as tasks_lib
 from mtl_jax import train as train_lib
+from mtl_jax import validate
 from mtl_jax.checkpoint import Checkpointer
 from mtl_jax.errors import ConfigError
 from mtl_jax.models import backbones
@@ -206,6 +207,8 @@ def prepare(config: ml_collections.ConfigDict, train_labels: pd.DataFrame,
   for frame, split in ((train_labels, "train"), (val_labels, "val")):
     _require_frame(frame, split)
     data_lib.check_columns(frame, names, images.filepaths, split)
+  data_lib.check_label_hygiene({"train": train_labels, "val": val_labels}, names,
+                               images.filepaths)
   downstream = _downstream_frame(downstream_labels, images.filepaths)
   frames = {"train": train_labels, "val": val_labels, DOWNSTREAM: downstream}
   num_files = sum(len(f) for f in frames.values() if f is not None)
@@ -218,6 +221,7 @@ def prepare(config: ml_collections.ConfigDict, train_labels: pd.DataFrame,
   except ValueError as e:
     raise ConfigError(_one_line(e)) from None
   train, val = (_files(frames[s], tasks, images.filepaths) for s in ("train", "val"))
+  validate.check_labelled({"val": val.labels}, tasks)  # train: infer_tasks checked it
   sampler = _sampler(config, tasks, train)
   if epoch_frequencies:
     config.log_every = config.eval_every = config.checkpoint_every = sampler.steps_per_epoch
@@ -297,15 +301,12 @@ def _without_bad_files(frames: dict, images: ml_collections.ConfigDict, decode) 
   bad = set(data_lib.find_bad_files(unique, images.num_workers, decode=decode))
   if not bad:
     return frames
-  named = [p for p in unique if p in bad][:BAD_FILES_SHOWN]
-  more = f" and {len(bad) - len(named)} more" if len(bad) > len(named) else ""
+  listed = validate.list_bad_files([p for p in unique if p in bad], len(unique),
+                                  BAD_FILES_SHOWN)
   if not images.skip_bad_files:
-    raise ConfigError(f"{len(bad)} of {len(unique)} image files are missing or cannot be "
-                      f"decoded: {', '.join(named)}{more} (skip_bad_files=True drops them)")
+    raise ConfigError(f"{listed} (skip_bad_files=True drops them)")
   dropped = {n: int(np.isin(ps, list(bad)).sum()) for n, ps in paths.items()}
-  warnings.warn(f"skipping {len(bad)} image files that are missing or cannot be decoded "
-                f"(rows dropped: {dropped}): {', '.join(named)}{more}", UserWarning,
-                stacklevel=4)
+  warnings.warn(f"skipping, rows dropped {dropped}: {listed}", UserWarning, stacklevel=4)
   return {n: (f if f is None else f[~np.isin(paths[n], list(bad))].reset_index(drop=True))
           for n, f in frames.items()}
 
@@ -788,8 +789,7 @@ class MultiTaskTrainer:
           os.fspath(p) for p in data]
     bad = data_lib.find_bad_files(paths, self.config.images.num_workers, decode=self._decode)
     if bad:
-      raise ConfigError(f"{len(bad)} of {len(paths)} image files are missing or cannot be "
-                        f"decoded: {', '.join(bad[:BAD_FILES_SHOWN])}")
+      raise ConfigError(validate.list_bad_files(bad, len(paths), BAD_FILES_SHOWN))
     frame = pd.DataFrame({filepaths: paths})
     if not paths:
       return frame
