@@ -12,8 +12,10 @@ moment stops the run at the next safe point and exits 0, saying what was saved. 
 applies the CPU tuning (`mtl_jax.cpu_tuning.apply`; `MTL_JAX_CPU_TUNING=0` turns it off).
 
 Multi-process: `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` on each
-process; `--coordinator_timeout` (seconds, default 300) bounds the wait for every process to
-join, after which the run stops with one line.
+process; PORT+1 must be free too (`mtl_jax.peers`' roll call). `--coordinator_timeout`
+(seconds, default 300) bounds the wait for every process to start, after which each stops with
+one line naming the processes missing; a process that dies mid-run stops the others with one
+line naming it.
 """
 
 from __future__ import annotations
@@ -154,15 +156,21 @@ def main(argv: list[str]) -> None:
 
 def _run(workdir: str) -> None:
   """Checks everything that can be checked before work, takes the workdir, trains."""
+  from mtl_jax import peers  # pylint: disable=import-outside-toplevel
   from mtl_jax import sharding  # pylint: disable=import-outside-toplevel
+  watch = None
+  if _COORDINATOR.value and (_NUM_PROCESSES.value or 1) > 1 and _PROCESS_ID.value is not None:
+    try:
+      watch = peers.roll_call(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                              _COORDINATOR_TIMEOUT.value)
+    except (peers.PeersMissing, ValueError, OSError) as e:
+      print(f"mtl_jax: error: multi-process start-up: {e}", file=sys.stderr, flush=True)
+      sys.exit(1)
   try:
     sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                     _PROCESS_ID.value, timeout_s=_COORDINATOR_TIMEOUT.value)
   except ValueError as e:  # a missing or inconsistent --coordinator_address/--num_processes/...
     _fail(f"multi-process setup: {_one_line(e)}")
-  except sharding.PeersMissing as e:
-    print(f"mtl_jax: error: {e}", file=sys.stderr, flush=True)
-    sys.exit(1)
 
   from mtl_jax import config as config_lib  # pylint: disable=import-outside-toplevel
   from mtl_jax import train  # pylint: disable=import-outside-toplevel
@@ -179,14 +187,18 @@ def _run(workdir: str) -> None:
       trainer.train_from_config(config, workdir)
     else:
       train.train_and_evaluate(config, workdir)
-  except ConfigError as e:
+  except ConfigError as e:  # peers are not told: one that goes on must see this one stop
     _fail(str(e))
-  except train.Interrupted as e:
+  except train.Interrupted as e:  # every process stops at the same step
     logging.info("%s", e)
     print(f"mtl_jax: {e}", file=sys.stderr, flush=True)
-  except train.NonFiniteLossError as e:
+  except train.NonFiniteLossError as e:  # every process sees it at the same step
     print(f"mtl_jax: error: {e}", file=sys.stderr, flush=True)
+    if watch is not None:
+      watch.close()
     sys.exit(1)
+  if watch is not None:
+    watch.close()
 
 
 if __name__ == "__main__":

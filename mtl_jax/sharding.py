@@ -6,7 +6,6 @@ spans every device of every process; parameters and optimizer state are replicat
 
 from __future__ import annotations
 
-import re
 from typing import Any, Sequence
 
 import jax
@@ -16,50 +15,25 @@ import numpy as np
 DATA_AXIS = "data"
 
 
-class PeersMissing(RuntimeError):
-  """Processes of a multi-process run did not join within the start-up timeout."""
-
-
 def initialize_distributed(coordinator_address: str | None = None,
                            num_processes: int | None = None,
                            process_id: int | None = None, *, timeout_s: int = 300) -> None:
   """Joins JAX's distributed runtime; with no arguments, auto-detects a cluster or stays alone.
 
   On CPU the cross-process collectives go through gloo. `timeout_s`: how long to wait for
-  every process to join (jax.distributed.initialize's initialization_timeout).
-
-  Raises:
-    PeersMissing: not every process joined within `timeout_s`, naming those missing.
+  every process to join (jax.distributed.initialize's initialization_timeout; the runtime
+  aborts the process when it passes, so `mtl_jax.peers.roll_call` checks first).
   """
   jax.config.update("jax_cpu_collectives_implementation", "gloo")  # affects CPU devices only
   if coordinator_address is not None or num_processes not in (None, 1):
-    try:
-      jax.distributed.initialize(coordinator_address=coordinator_address,
-                                 num_processes=num_processes, process_id=process_id,
-                                 initialization_timeout=timeout_s)
-    except (RuntimeError, jax.errors.JaxRuntimeError) as e:
-      raise PeersMissing(_missing_peers_message(str(e), coordinator_address, num_processes,
-                                                process_id, timeout_s)) from None
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id,
+                               initialization_timeout=timeout_s)
     return
   try:  # Auto-detection on SLURM, TPU pods, MPI, ...; alone otherwise.
     jax.distributed.initialize()
   except (ValueError, RuntimeError):
     pass
-
-
-def _missing_peers_message(error: str, coordinator_address: str | None,
-                           num_processes: int | None, process_id: int | None,
-                           timeout_s: int) -> str:
-  """One line for a failed start-up, naming the processes the coordinator says are missing."""
-  missing = sorted({int(i) for i in re.findall(r"task:(\d+)", error.split("timed out task", 1)[-1])
-                    } - {process_id})
-  if missing and "timed out task" in error:
-    who = f"process(es) {', '.join(map(str, missing))} of {num_processes} did not join"
-  else:
-    who = f"not all {num_processes} processes joined"
-  return (f"process {process_id}: {who} the run at {coordinator_address} within "
-          f"--coordinator_timeout={timeout_s} s; start every process with the same "
-          f"--coordinator_address and --num_processes ({error.splitlines()[0][:200]})")
 
 
 def is_lead() -> bool:

@@ -366,3 +366,64 @@ def test_sigterm_during_the_final_evaluation_still_writes_final_metrics(
     assert run_main(*SMALL, f"--workdir={workdir}") == 0
   assert "SIGTERM arrived during the final evaluation, which finished" in caplog.text
   assert json.loads((workdir / "final_metrics.json").read_text()) == finished[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Processes of a multi-process run: one line naming a process that never starts or dies.
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_a_process_that_never_starts_is_named_after_the_timeout():
+  from mtl_jax import peers  # pylint: disable=import-outside-toplevel
+  address = f"localhost:{_free_port()}"
+  with pytest.raises(peers.PeersMissing, match=r"process\(es\) 1, 2 of 3 did not start within "
+                                               r"--coordinator_timeout=0.3 s"):
+    peers.roll_call(address, 3, 0, timeout_s=0.3)
+  with pytest.raises(peers.PeersMissing, match="process 2: process 0 could not be reached"):
+    peers.roll_call(address, 3, 2, timeout_s=0.3)
+
+
+def test_a_process_that_dies_is_named_by_the_others_and_a_goodbye_is_not_a_death(
+    monkeypatch, capsys):
+  import threading  # pylint: disable=import-outside-toplevel
+  from mtl_jax import peers  # pylint: disable=import-outside-toplevel
+  exits = []
+
+  monkeypatch.setattr(peers.os, "_exit", exits.append)  # the watcher's thread, not pytest, ends
+  for ending in ("goodbye", "death"):
+    address, watches = f"localhost:{_free_port()}", {}
+    lead = threading.Thread(target=lambda: watches.update(
+        lead=peers.roll_call(address, 2, 0, timeout_s=20)))
+    lead.start()
+    other = peers.roll_call(address, 2, 1, timeout_s=20)
+    lead.join()
+    if ending == "goodbye":
+      other.close()
+    else:
+      other._closing = True  # pylint: disable=protected-access
+      other._peers[0].close()  # pylint: disable=protected-access  (as a killed process's do)
+    watches["lead"]._thread.join(timeout=5)  # pylint: disable=protected-access
+    watches["lead"].close()
+    assert exits == ([] if ending == "goodbye" else [1])
+  assert capsys.readouterr().err.strip() == (
+      "mtl_jax: error: process 1 of the run stopped without finishing; process 0 stops too "
+      "(see process 1's output)")
+
+
+@pytest.mark.slow
+def test_the_command_line_names_a_process_that_never_starts_in_one_line(tmp_path):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  result = subprocess.run(
+      [sys.executable, "-m", "mtl_jax.main", DIGITS, f"--workdir={tmp_path / 'run'}",
+       f"--coordinator_address=localhost:{_free_port()}", "--num_processes=2",
+       "--process_id=0", "--coordinator_timeout=1"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 1
+  assert result.stderr.strip() == ("mtl_jax: error: multi-process start-up: process(es) 1 of 2 "
+                                   "did not start within --coordinator_timeout=1 s")
+  assert not (tmp_path / "run").exists()
