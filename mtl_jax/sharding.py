@@ -36,11 +36,6 @@ def initialize_distributed(coordinator_address: str | None = None,
     pass
 
 
-def is_lead() -> bool:
-  """Whether this is process 0, which alone writes the run's shared files."""
-  return jax.process_index() == 0
-
-
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
   """A 1-D mesh over `devices` (default: every device of every process), axis "data"."""
   devices = jax.devices() if devices is None else list(devices)

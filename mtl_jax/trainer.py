@@ -73,7 +73,8 @@ _RUN_FILE = "run.json"
 _DATA_FILE = "data.npz"
 _BACKBONE_DIR = "backbone"
 _USER_MODULES_FILE = "modules.pkl"  # the user's heads= or model=, pickled (load trusted runs only)
-_EVERY_RUN = ("num_steps", "notes")  # config keys a resumed run may change
+# Config keys a resumed run may change (config.allow_config_change: any).
+_EVERY_RUN = ("num_steps", "notes", "allow_config_change")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -642,7 +643,8 @@ class MultiTaskTrainer:
     with open(path, encoding="utf-8") as f:
       saved = json.load(f)
     current = self._run_info()
-    strip = lambda config: {k: v for k, v in config.items() if k not in _EVERY_RUN}
+    allowed = _EVERY_RUN + (tuple(current["config"]) if self.config.allow_config_change else ())
+    strip = lambda config: {k: v for k, v in config.items() if k not in allowed}
     difference = _first_difference(
         {**saved, "config": strip(saved.get("config", {}))},
         {**current, "config": strip(current["config"])}, "run")
