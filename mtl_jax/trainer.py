@@ -302,12 +302,13 @@ def _without_bad_files(frames: dict, images: ml_collections.ConfigDict, decode) 
   bad = set(data_lib.find_bad_files(unique, images.num_workers, decode=decode))
   if not bad:
     return frames
-  listed = validate.list_bad_files([p for p in unique if p in bad], len(unique),
-                                  BAD_FILES_SHOWN)
+  named = validate.name_bad_files([p for p in unique if p in bad], BAD_FILES_SHOWN)
   if not images.skip_bad_files:
-    raise ConfigError(f"{listed} (skip_bad_files=True drops them)")
+    raise ConfigError(f"{len(bad)} of {len(unique)} image files are missing or cannot be "
+                      f"decoded: {named} (skip_bad_files=True drops them)")
   dropped = {n: int(np.isin(ps, list(bad)).sum()) for n, ps in paths.items()}
-  warnings.warn(f"skipping, rows dropped {dropped}: {listed}", UserWarning, stacklevel=4)
+  warnings.warn(f"skipping {len(bad)} image files that are missing or cannot be decoded "
+                f"(rows dropped: {dropped}): {named}", UserWarning, stacklevel=4)
   return {n: (f if f is None else f[~np.isin(paths[n], list(bad))].reset_index(drop=True))
           for n, f in frames.items()}
 
@@ -791,7 +792,8 @@ class MultiTaskTrainer:
           os.fspath(p) for p in data]
     bad = data_lib.find_bad_files(paths, self.config.images.num_workers, decode=self._decode)
     if bad:
-      raise ConfigError(validate.list_bad_files(bad, len(paths), BAD_FILES_SHOWN))
+      raise ConfigError(f"{len(bad)} of {len(paths)} image files are missing or cannot be "
+                        f"decoded: {validate.name_bad_files(bad, BAD_FILES_SHOWN)}")
     frame = pd.DataFrame({filepaths: paths})
     if not paths:
       return frame

@@ -93,13 +93,12 @@ def _listdir(directory: str) -> list[str]:
   return os.listdir(directory) if os.path.isdir(directory) else []
 
 
-def list_bad_files(bad: Sequence[str], total: int, shown: int = 5) -> str:
-  """"N of M image files ...: a, b, c" naming every bad file: in the line when there are at
-  most `shown`, else in a temporary file the line names (the workdir stays untouched)."""
-  head = f"{len(bad)} of {total} image files are missing or cannot be decoded"
+def name_bad_files(bad: Sequence[str], shown: int = 5) -> str:
+  """Every path of `bad`: "a, b" when there are at most `shown`, else the first `shown` and
+  the name of a temporary file listing them all (the workdir stays untouched)."""
   if len(bad) <= shown:
-    return f"{head}: {', '.join(bad)}"
+    return ", ".join(bad)
   fd, path = tempfile.mkstemp(prefix="mtl_jax_bad_files_", suffix=".txt")
   with os.fdopen(fd, "w", encoding="utf-8") as f:
     f.write("\n".join(bad) + "\n")
-  return f"{head}: {', '.join(bad[:shown])} ... (all {len(bad)} listed in {path})"
+  return f"{', '.join(bad[:shown])} ... (all {len(bad)} listed in {path})"
