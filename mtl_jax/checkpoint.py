@@ -92,6 +92,17 @@ def verify(directory: str) -> bool:
   return True
 
 
+def _listdir(directory: str) -> list[str]:
+  return os.listdir(directory) if os.path.isdir(directory) else []
+
+
+def _sync_processes(name: str) -> None:
+  """Waits for every process (after process 0 changed the checkpoint directory)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(name)
+
+
 class Checkpointer:
   """Keeps the last `keep` train states in `<workdir>/checkpoints`."""
 
@@ -100,6 +111,7 @@ class Checkpointer:
     self.directory = os.path.join(self.workdir, "checkpoints")
     self._is_lead = jax.process_index() == 0
     self._unsummed: list[int] = []  # saved steps whose checksums are not written yet
+    self._remove_half_deleted()
     self._manager = self._open(keep)
 
   def _open(self, keep: int) -> ocp.CheckpointManager:
@@ -126,7 +138,7 @@ class Checkpointer:
     """The newest saved state that restores, shaped and sharded like `like`; None if none.
 
     Damaged checkpoints are skipped, newest first, each with a warning saying why (see the
-    module docstring); half-deleted older ones are removed.
+    module docstring).
 
     Raises:
       ConfigError: a checkpoint was written for other tasks than `run["tasks"]`, or none of
@@ -142,7 +154,6 @@ class Checkpointer:
         skipped.append((step, str(e)))
         continue
       self._set_aside([s for s, _ in skipped])
-      self._remove_half_deleted(below=step)
       return state
     if skipped:
       reasons = "; ".join(f"step {s}: {why}" for s, why in skipped)
@@ -199,25 +210,25 @@ class Checkpointer:
         logging.warning("moved the damaged checkpoint of step %d to %s", step, target)
     self._reopen()
 
-  def _remove_half_deleted(self, below: int) -> None:
-    """Removes step directories older than `below` that lack files (a deletion cut short)."""
-    removed = False
-    for step in self._manager.all_steps():
-      missing = missing_files(self._step_dir(step)) if step < below else []
+  def _remove_half_deleted(self) -> None:
+    """Removes step directories older than the newest that lack files: orbax deletes the
+    oldest first, and a kill during a deletion leaves one behind (the newest, if damaged, is
+    `restore`'s to skip)."""
+    steps = sorted(int(d) for d in _listdir(self.directory) if d.isdigit())
+    for step in steps[:-1]:
+      missing = missing_files(self._step_dir(step))
       if missing:
-        removed = True
         if self._is_lead:
           shutil.rmtree(self._step_dir(step))
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
+                                          else "")
         logging.warning("removed the half-deleted checkpoint of step %d (missing %s)", step,
-                        ", ".join(missing))
-    if removed:
-      self._reopen()
+                        shown)
+    _sync_processes("mtl_jax half-deleted checkpoints removed")
 
   def _reopen(self) -> None:
     self._manager.close()
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-      multihost_utils.sync_global_devices("mtl_jax checkpoints set aside")
+    _sync_processes("mtl_jax checkpoints set aside")
     self._manager = self._open(self._keep)
 
   def wait(self) -> None:
