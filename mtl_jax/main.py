@@ -30,6 +30,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from mtl_jax import cpu_tuning
+from mtl_jax import interrupt
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file whose get_config() returns a ConfigDict.", lock_config=True)
@@ -149,8 +150,11 @@ def main(argv: list[str]) -> None:
     _fail("--workdir is required")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # metrics reach the console through the writer
-  from mtl_jax import interrupt  # pylint: disable=import-outside-toplevel
   with interrupt.handle_sigterm():  # the whole run: start-up and compilation included
+    if interrupt.requested():
+      print("mtl_jax: interrupted before the run started; nothing saved", file=sys.stderr,
+            flush=True)
+      return
     _run(_WORKDIR.value)
 
 
@@ -206,4 +210,5 @@ if __name__ == "__main__":
   # metric writer imports, and tune the CPU before flags, config or training start JAX's backend.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   cpu_tuning.apply()
-  app.run(main, flags_parser=_parse_flags)
+  with interrupt.handle_sigterm():  # from the start: parsing, imports, start-up
+    app.run(main, flags_parser=_parse_flags)
