@@ -7,8 +7,10 @@
 Rerunning the same command on the same --workdir resumes from its latest checkpoint; with a
 changed config it refuses, naming the changes, unless `--config.allow_config_change=True`. A
 configuration or input mistake prints one line naming it and exits with code 2, before any
-data is loaded or any file written; so does a second run on a workdir in use. SIGTERM at any
-moment stops the run at the next safe point and exits 0, saying what was saved. The command
+file is written (and before data loading where the data is not needed to see it); so does a
+second run on a workdir in use, before compiling. SIGTERM at any moment once the package is
+imported (the first seconds) stops the run at the next safe point and exits 0, saying what was
+saved. The command
 applies the CPU tuning (`mtl_jax.cpu_tuning.apply`; `MTL_JAX_CPU_TUNING=0` turns it off).
 
 Multi-process: `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` on each
