@@ -59,6 +59,7 @@ from mtl_jax import sharding as sharding_lib
 from mtl_jax import tasks as tasks_lib
 from mtl_jax import train as train_lib
 from mtl_jax import validate
+from mtl_jax import workdir_lock
 from mtl_jax.checkpoint import Checkpointer
 from mtl_jax.errors import ConfigError
 from mtl_jax.models import backbones
@@ -654,9 +655,13 @@ class MultiTaskTrainer:
                         "logdir, or MultiTaskTrainer.load to continue that one")
 
   def _write_run(self) -> None:
-    """The files `load` reads: run.json, the backbone's module and the data."""
-    if jax.process_index() > 0:
-      return
+    """The files `load` reads: run.json, the backbone's module and the data; refused (one
+    ConfigError) while another run holds the logdir."""
+    with workdir_lock.hold(self.logdir, is_lead=jax.process_index() == 0):
+      if jax.process_index() == 0:
+        self._write_run_files()
+
+  def _write_run_files(self) -> None:
     os.makedirs(self.logdir, exist_ok=True)
     if self._inputs.backbone is not None:
       backbones.save_module(os.path.join(self.logdir, _BACKBONE_DIR), self._inputs.backbone)
