@@ -8,6 +8,9 @@ check alone, jitted as its own program (an upper bound: fused into the dispatch 
 launch), against one dispatch of `--steps` train steps of the digits run (Adam, equal
 weighting) with a shared trunk of `--shared` units, on one device. Prints the median times and
 their ratio.
+
+2026-11-30, 2 CPU cores shared with a test run: 200,687 values (trunk 256), dispatch 61.9 ms,
+guard 0.20 ms (0.32%); 1,582,319 values (trunk 2048), dispatch 219 ms, guard 0.58 ms (0.27%).
 """
 
 from __future__ import annotations
