@@ -7,6 +7,8 @@ message names the offending key, so `main.py` can print one line and exit 2.
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -16,7 +18,7 @@ from mtl_jax.errors import ConfigError  # re-exported: `mtl_jax.config.ConfigErr
 def default_config() -> ml_collections.ConfigDict:
   """Every key the library reads, with its default."""
   c = ml_collections.ConfigDict()
-  c.seed = 0
+  c.seed = 0                           # an int >= 0
   c.notes = ""                         # free text, saved in run.json and shown in TensorBoard
 
   c.dataset = ml_collections.ConfigDict()
@@ -108,6 +110,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval_every = 500
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
+  # Rerunning a workdir whose checkpoints were written with another config (learning rate,
+  # steps, ...) is refused, naming the changes, unless this is True (never compared itself).
+  c.allow_config_change = False
   return c
 
 
@@ -179,6 +184,10 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
            f"unknown config.optimizer.schedule {config.optimizer.schedule!r}; "
            f"known: {_SCHEDULES}")
   _require(config.optimizer.learning_rate > 0, "config.optimizer.learning_rate must be > 0")
+  _validate_optimizer_values(config.optimizer)
+  _require(isinstance(config.seed, int) and config.seed >= 0,
+           f"config.seed must be an int >= 0, got {config.seed!r}")
+  task_weights(config)  # raises on a malformed or non-finite weight
   _require(config.optimizer.schedule != "exponential" or config.optimizer.half_life > 0,
            "config.optimizer.half_life must be > 0 for the exponential schedule")
   _require(config.num_epochs >= 0, f"config.num_epochs must be >= 0, got {config.num_epochs}")
@@ -204,6 +213,15 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
   name = weighting_name(config)
   if name not in weighting.REGISTRY:
     raise ConfigError(f"unknown config.weighting {name!r}; known: {sorted(weighting.REGISTRY)}")
+
+
+def _validate_optimizer_values(optimizer: ml_collections.ConfigDict) -> None:
+  """Values that would train garbage silently rather than fail."""
+  for key in ("weight_decay", "grad_clip_norm", "warmup_steps", "half_life"):
+    _require(math.isfinite(optimizer[key]) and optimizer[key] >= 0,
+             f"config.optimizer.{key} must be a finite number >= 0, got {optimizer[key]}")
+  _require(0.0 <= optimizer.momentum < 1.0,
+           f"config.optimizer.momentum must be in [0, 1), got {optimizer.momentum}")
 
 
 def _validate_augment(config: ml_collections.ConfigDict) -> None:
@@ -258,10 +276,31 @@ def weighting_name(config: ml_collections.ConfigDict) -> str:
   return config.weighting
 
 
+def task_weights(config: ml_collections.ConfigDict) -> tuple[float, ...] | None:
+  """`config.task_weights` as finite floats (None if unset); the command line gives a string
+  such as "(1, 0.5)" or "1,0.5" (nan and inf included, which are refused)."""
+  given = config.task_weights
+  if given is None:
+    return None
+  if isinstance(given, str) or all(isinstance(w, str) for w in given):  # from a flag
+    text = given if isinstance(given, str) else ",".join(given)
+    items = text.strip().strip("()[]").split(",")
+  else:
+    items = given
+  try:
+    weights = tuple(float(w) for w in items if not isinstance(w, str) or w.strip())
+  except (TypeError, ValueError):
+    raise ConfigError(f"config.task_weights must be numbers, e.g. (1.0, 0.5), "
+                      f"got {given!r}") from None
+  _require(weights and all(math.isfinite(w) for w in weights),
+           f"config.task_weights must be finite numbers, got {given!r}")
+  return weights
+
+
 def weighting_kwargs(config: ml_collections.ConfigDict) -> dict:
   kwargs = dict(config.weighting_kwargs.to_dict())
   if config.task_weights is not None:
-    kwargs["weights"] = tuple(float(w) for w in config.task_weights)
+    kwargs["weights"] = task_weights(config)
   return kwargs
 
 

@@ -17,15 +17,18 @@ DATA_AXIS = "data"
 
 def initialize_distributed(coordinator_address: str | None = None,
                            num_processes: int | None = None,
-                           process_id: int | None = None) -> None:
+                           process_id: int | None = None, *, timeout_s: int = 300) -> None:
   """Joins JAX's distributed runtime; with no arguments, auto-detects a cluster or stays alone.
 
-  On CPU the cross-process collectives go through gloo.
+  On CPU the cross-process collectives go through gloo. `timeout_s`: how long to wait for
+  every process to join (jax.distributed.initialize's initialization_timeout; the runtime
+  aborts the process when it passes, so `mtl_jax.peers.roll_call` checks first).
   """
   jax.config.update("jax_cpu_collectives_implementation", "gloo")  # affects CPU devices only
   if coordinator_address is not None or num_processes not in (None, 1):
     jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id)
+                               num_processes=num_processes, process_id=process_id,
+                               initialization_timeout=timeout_s)
     return
   try:  # Auto-detection on SLURM, TPU pods, MPI, ...; alone otherwise.
     jax.distributed.initialize()

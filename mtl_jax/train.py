@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-import signal
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
@@ -31,12 +30,16 @@ from mtl_jax import checkpoint as checkpoint_lib
 from mtl_jax import config as config_lib
 from mtl_jax import data as data_lib
 from mtl_jax import gradients
+from mtl_jax import guard
+from mtl_jax import interrupt
 from mtl_jax import losses as losses_lib
 from mtl_jax import metrics as metrics_lib
 from mtl_jax import models
 from mtl_jax import optim
 from mtl_jax import sharding as sharding_lib
+from mtl_jax import validate
 from mtl_jax import weighting as weighting_lib
+from mtl_jax import workdir_lock
 from mtl_jax.build import Setup
 from mtl_jax.errors import ConfigError
 from mtl_jax.models import backbones
@@ -68,14 +71,18 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 class NonFiniteLossError(FloatingPointError):
-  """A task's loss became NaN or Inf; the run stops without saving the bad state."""
+  """A loss or a part of the train state became NaN or Inf; the run stops without saving the
+  bad state (`mtl_jax.guard`)."""
 
 
 class Interrupted(Exception):
-  """SIGTERM arrived: the state was checkpointed at `step` and the run stopped."""
+  """SIGTERM arrived: the run stopped at `step`, having checkpointed it if `saved`."""
 
-  def __init__(self, step: int):
-    super().__init__(f"interrupted at step {step}; checkpoint saved, rerun to resume")
+  def __init__(self, step: int, saved: bool = True):
+    what = ("checkpoint saved, rerun to resume" if saved else
+            f"before training step {step + 1}: nothing new to save, rerun to "
+            + ("resume" if step else "start"))
+    super().__init__(f"interrupted at step {step}; {what}")
     self.step = step
 
 
@@ -216,17 +223,19 @@ def train_step(setup: Setup, state: TrainState, batch: dict) -> tuple[TrainState
   return new_state, losses
 
 
-def summarize(losses: jnp.ndarray, first_step: jnp.ndarray) -> dict:
-  """Reduces the f32[K, T] losses of a dispatch's K steps to three small arrays.
+def summarize(losses: jnp.ndarray, first_step: jnp.ndarray, state: TrainState) -> dict:
+  """Reduces the f32[K, T] losses of a dispatch's K steps and its new `state` to four small
+  arrays.
 
   `loss`: the mean over the K steps; `bad_step`: the first step whose losses were not all
-  finite (-1 if none), with `bad_tasks` flagging its non-finite tasks.
+  finite (-1 if none), with `bad_tasks` flagging its non-finite tasks; `finite_state`: which
+  parts of `state` are all finite (`mtl_jax.guard.finite_parts`).
   """
   finite = jnp.isfinite(losses)
   first_bad = jnp.argmin(finite.all(axis=1))
   return {"loss": losses.mean(0),
           "bad_step": jnp.where(finite.all(), -1, first_step + first_bad),
-          "bad_tasks": ~finite[first_bad]}
+          "bad_tasks": ~finite[first_bad], "finite_state": guard.finite_parts(state)}
 
 
 def make_train_fn(setup: Setup, mesh, *, on_device: bool) -> Callable:
@@ -255,7 +264,7 @@ def make_train_fn(setup: Setup, mesh, *, on_device: bool) -> Callable:
       losses = loss[None]
     else:
       state, losses = jax.lax.scan(body, state, xs)
-    return state, summarize(losses, first_step)
+    return state, summarize(losses, first_step, state)
 
   return jax.jit(run, in_shardings=(replicated, replicated, sharding_lib.batch_sharding(mesh, 1)),
                  out_shardings=(replicated, replicated), donate_argnums=(0,))
@@ -356,28 +365,6 @@ def dispatch_chunks(start: int, stop: int, max_length: int,
   return chunks
 
 
-class _SigtermFlag:
-  """Records SIGTERM (while installed in the main thread) so the loop can checkpoint and stop."""
-
-  def __init__(self):
-    self.raised = False
-    self._previous = None
-
-  def __enter__(self):
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread: leave signals alone
-      self._previous = None
-    return self
-
-  def _handle(self, signum, frame):  # pylint: disable=unused-argument
-    self.raised = True
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
 # ----------------------------------------------------------------------------------------------
 # Dispatches: what one call from the loop runs.
 
@@ -407,7 +394,7 @@ def dispatches(data: TrainData, setup: Setup, mesh,
     for local in itertools.islice(batches, length):
       state, loss = step_fn(state, sharding_lib.put_global(local, sharding))
       losses.append(loss)
-    return state, summarize_fn(jnp.stack(losses), jnp.int32(first))
+    return state, summarize_fn(jnp.stack(losses), jnp.int32(first), state)
 
   for first, length in chunks:
     yield functools.partial(dispatch, first=first, length=length)
@@ -429,18 +416,35 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
   `evaluate_final` plus "weight/<task>" to the writers and `<workdir>/final_metrics.json`.
   `run_info` (tasks, config, ...) goes to `<workdir>/run.json` and into every checkpoint.
 
+  Holds the workdir's lock (`mtl_jax.workdir_lock`) and records SIGTERM
+  (`mtl_jax.interrupt`) throughout.
+
   Raises:
-    NonFiniteLossError: a loss became NaN or Inf (the last good checkpoint stays).
-    Interrupted: SIGTERM arrived; the state was checkpointed first.
+    NonFiniteLossError: a loss or a part of the state became NaN or Inf (nothing non-finite
+      is saved; the message names the last good checkpoint).
+    Interrupted: SIGTERM arrived; the state was checkpointed first when there was one.
+    ConfigError: another run holds the workdir, or its checkpoints belong to another run.
   """
+  with workdir_lock.hold(workdir, is_lead=jax.process_index() == 0), \
+      interrupt.handle_sigterm():
+    return _run(config, workdir, setup, data, state, mesh=mesh, run_info=run_info,
+                evaluate_periodic=evaluate_periodic, evaluate_final=evaluate_final)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: TrainData,
+         state: TrainState, *, mesh, run_info: dict,
+         evaluate_periodic: Callable[[TrainState], dict[str, float]],
+         evaluate_final: Callable[[TrainState], dict[str, float]]) -> tuple[TrainState, dict]:
   tasks = setup.tasks
-  os.makedirs(workdir, exist_ok=True)
   checkpoints = checkpoint_lib.Checkpointer(workdir, config.keep_checkpoints)
   saved = checkpoints.latest_step()
   if saved is not None and saved > int(state.step):
-    state = checkpoints.restore(state, run_info)
-    logging.info("Resuming from the checkpoint of step %d in %s", saved, workdir)
+    state = checkpoints.restore(state, run_info) or state
+    logging.info("Resuming from the checkpoint of step %d in %s", int(state.step), workdir)
   start = int(state.step)
+  if interrupt.requested():  # during start-up or compilation: nothing new to save
+    interrupt.reset()
+    raise Interrupted(start, saved=False)
   is_lead = jax.process_index() == 0
   if is_lead:
     atomic.write_json(os.path.join(workdir, "run.json"), run_info)
@@ -454,37 +458,35 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
   chunks = dispatch_chunks(start, config.num_steps, config.steps_per_dispatch,
                            (config.log_every, config.eval_every, config.checkpoint_every))
   window_start, window_time = start, time.perf_counter()
-  with _SigtermFlag() as sigterm:
-    for (first, length), dispatch in zip(chunks, dispatches(data, setup, mesh, chunks)):
-      state, summary = dispatch(state)
-      summary = jax.device_get(summary)
-      step = first + length
-      if summary["bad_step"] >= 0:
-        checkpoints.wait()  # the last good checkpoint may still be being written
-        bad = [t.name for t, b in zip(tasks, summary["bad_tasks"]) if b]
-        raise NonFiniteLossError(
-            f"non-finite loss at step {int(summary['bad_step'])} in task(s) {bad}; stopped "
-            f"without saving, the last good checkpoint is step {checkpoints.latest_step()}")
-      if step % config.log_every == 0 or step == config.num_steps:
-        rate = (step - window_start) / (time.perf_counter() - window_time)
-        scalars = {f"train/{t.name}/loss": l for t, l in zip(tasks, summary["loss"])}
-        scalars.update(metrics_lib.weight_metrics(state.task_weights, tasks))
-        scalars.update({"train/learning_rate": schedule(step - 1), "train/steps_per_s": rate})
-        if setup.grad_wrt is not None:
-          grad_scalars, cosines = metrics_lib.gradient_metrics(state.task_gram, tasks)
-          scalars.update(grad_scalars)
-          writer.write_images(step, {"grad_cosines": metrics_lib.cosine_heatmap(cosines)})
-        writer.write_scalars(step, metrics_lib.to_scalars(scalars))
-        window_start, window_time = step, time.perf_counter()
-      if step % config.eval_every == 0 and step < config.num_steps:
-        writer.write_scalars(step, evaluate_periodic(state))
-      stop = sharding_lib.any_process(sigterm.raised)  # all processes stop at the same step
-      if step % config.checkpoint_every == 0 or step == config.num_steps or stop:
-        checkpoints.save(step, state, run_info)
-      if stop:
-        checkpoints.wait()
-        writer.flush()
-        raise Interrupted(step)
+  for (first, length), dispatch in zip(chunks, dispatches(data, setup, mesh, chunks)):
+    state, summary = dispatch(state)
+    summary = jax.device_get(summary)
+    step = first + length
+    if not guard.is_finite(summary):
+      checkpoints.wait()  # the last good checkpoint may still be being written
+      raise NonFiniteLossError(guard.describe(summary, setup.task_names, first, length,
+                                              checkpoints.latest_step()))
+    if step % config.log_every == 0 or step == config.num_steps:
+      rate = (step - window_start) / (time.perf_counter() - window_time)
+      scalars = {f"train/{t.name}/loss": l for t, l in zip(tasks, summary["loss"])}
+      scalars.update(metrics_lib.weight_metrics(state.task_weights, tasks))
+      scalars.update({"train/learning_rate": schedule(step - 1), "train/steps_per_s": rate})
+      if setup.grad_wrt is not None:
+        grad_scalars, cosines = metrics_lib.gradient_metrics(state.task_gram, tasks)
+        scalars.update(grad_scalars)
+        writer.write_images(step, {"grad_cosines": metrics_lib.cosine_heatmap(cosines)})
+      writer.write_scalars(step, metrics_lib.to_scalars(scalars))
+      window_start, window_time = step, time.perf_counter()
+    if step % config.eval_every == 0 and step < config.num_steps:
+      writer.write_scalars(step, evaluate_periodic(state))
+    stop = sharding_lib.any_process(interrupt.requested())  # all stop at the same step
+    if step % config.checkpoint_every == 0 or step == config.num_steps or stop:
+      checkpoints.save(step, state, run_info)
+    if stop:
+      checkpoints.wait()
+      writer.flush()
+      interrupt.reset()
+      raise Interrupted(step)
   checkpoints.wait()
 
   final = {**evaluate_final(state), **metrics_lib.weight_metrics(state.task_weights, tasks)}
@@ -493,6 +495,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
   if is_lead:
     atomic.write_json(os.path.join(workdir, FINAL_METRICS_FILE), final)
   checkpoints.close()
+  if interrupt.requested():
+    interrupt.reset()
+    logging.warning("SIGTERM arrived during the final evaluation, which finished: "
+                    "final_metrics.json and the checkpoint of step %d are saved", config.num_steps)
   return state, final
 
 
@@ -518,12 +524,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if config.dataset.name == config_lib.IMAGES:
     raise ConfigError("config.dataset.name='images' trains image files: use "
                       "mtl_jax.trainer.train_from_config (or python -m mtl_jax.main)")
+  validate.check_workdir(workdir)
   if data is None:
     dataset = data_lib.load(config.dataset)
   else:
     dataset = data.blank_train_labels(config.dataset.missing_fraction, config.dataset.split_seed)
   dataset = dataset.select(config_lib.select_tasks(config, dataset.task_names))
   tasks = dataset.tasks
+  validate.check_labelled({"train": dataset.train.labels, "val": dataset.val.labels},
+                          tasks)
   try:
     sampler = data_lib.Sampler(len(dataset.train), config.batch_size, config.seed)
   except ValueError as e:
@@ -540,6 +549,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if setup.augment is not None and dataset.train.inputs.ndim != 4:
     raise ConfigError(f"config.augment needs images [N, H, W, C]; the inputs have shape "
                       f"{dataset.train.inputs.shape}")
+  with workdir_lock.hold(workdir, is_lead=jax.process_index() == 0):  # the first file written
+    validate.check_same_config(workdir, config.to_dict())  # under the lock: no run rewrites it
+    return _train_checked(config, workdir, setup, dataset, sampler, backbone_variables, mesh)
+
+
+def _train_checked(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
+                   dataset: data_lib.Dataset, sampler: data_lib.Sampler,
+                   backbone_variables: dict | None, mesh) -> dict[str, float]:
+  """`train_and_evaluate` once every input is checked and the workdir locked."""
+  tasks = dataset.tasks
   on_device = config.dataset.data_on_device and jax.process_count() == 1
   train_data = data_lib.ArrayData(dataset.train, sampler, on_device)
   state = create_train_state(setup, config.seed, train_data.example_inputs(), mesh,

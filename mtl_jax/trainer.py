@@ -58,6 +58,8 @@ from mtl_jax import probe as probe_lib
 from mtl_jax import sharding as sharding_lib
 from mtl_jax import tasks as tasks_lib
 from mtl_jax import train as train_lib
+from mtl_jax import validate
+from mtl_jax import workdir_lock
 from mtl_jax.checkpoint import Checkpointer
 from mtl_jax.errors import ConfigError
 from mtl_jax.models import backbones
@@ -72,7 +74,8 @@ _RUN_FILE = "run.json"
 _DATA_FILE = "data.npz"
 _BACKBONE_DIR = "backbone"
 _USER_MODULES_FILE = "modules.pkl"  # the user's heads= or model=, pickled (load trusted runs only)
-_EVERY_RUN = ("num_steps", "notes")  # config keys a resumed run may change
+# Config keys a resumed run may change (config.allow_config_change: any).
+_EVERY_RUN = ("num_steps", "notes", "allow_config_change")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -206,6 +209,8 @@ def prepare(config: ml_collections.ConfigDict, train_labels: pd.DataFrame,
   for frame, split in ((train_labels, "train"), (val_labels, "val")):
     _require_frame(frame, split)
     data_lib.check_columns(frame, names, images.filepaths, split)
+  data_lib.check_label_hygiene({"train": train_labels, "val": val_labels}, names,
+                               images.filepaths)
   downstream = _downstream_frame(downstream_labels, images.filepaths)
   frames = {"train": train_labels, "val": val_labels, DOWNSTREAM: downstream}
   num_files = sum(len(f) for f in frames.values() if f is not None)
@@ -218,6 +223,7 @@ def prepare(config: ml_collections.ConfigDict, train_labels: pd.DataFrame,
   except ValueError as e:
     raise ConfigError(_one_line(e)) from None
   train, val = (_files(frames[s], tasks, images.filepaths) for s in ("train", "val"))
+  validate.check_labelled({"val": val.labels}, tasks)  # train: infer_tasks checked it
   sampler = _sampler(config, tasks, train)
   if epoch_frequencies:
     config.log_every = config.eval_every = config.checkpoint_every = sampler.steps_per_epoch
@@ -297,15 +303,13 @@ def _without_bad_files(frames: dict, images: ml_collections.ConfigDict, decode) 
   bad = set(data_lib.find_bad_files(unique, images.num_workers, decode=decode))
   if not bad:
     return frames
-  named = [p for p in unique if p in bad][:BAD_FILES_SHOWN]
-  more = f" and {len(bad) - len(named)} more" if len(bad) > len(named) else ""
+  named = validate.name_bad_files([p for p in unique if p in bad], BAD_FILES_SHOWN)
   if not images.skip_bad_files:
     raise ConfigError(f"{len(bad)} of {len(unique)} image files are missing or cannot be "
-                      f"decoded: {', '.join(named)}{more} (skip_bad_files=True drops them)")
+                      f"decoded: {named} (skip_bad_files=True drops them)")
   dropped = {n: int(np.isin(ps, list(bad)).sum()) for n, ps in paths.items()}
   warnings.warn(f"skipping {len(bad)} image files that are missing or cannot be decoded "
-                f"(rows dropped: {dropped}): {', '.join(named)}{more}", UserWarning,
-                stacklevel=4)
+                f"(rows dropped: {dropped}): {named}", UserWarning, stacklevel=4)
   return {n: (f if f is None else f[~np.isin(paths[n], list(bad))].reset_index(drop=True))
           for n, f in frames.items()}
 
@@ -641,7 +645,8 @@ class MultiTaskTrainer:
     with open(path, encoding="utf-8") as f:
       saved = json.load(f)
     current = self._run_info()
-    strip = lambda config: {k: v for k, v in config.items() if k not in _EVERY_RUN}
+    allowed = _EVERY_RUN + (tuple(current["config"]) if self.config.allow_config_change else ())
+    strip = lambda config: {k: v for k, v in config.items() if k not in allowed}
     difference = _first_difference(
         {**saved, "config": strip(saved.get("config", {}))},
         {**current, "config": strip(current["config"])}, "run")
@@ -650,9 +655,13 @@ class MultiTaskTrainer:
                         "logdir, or MultiTaskTrainer.load to continue that one")
 
   def _write_run(self) -> None:
-    """The files `load` reads: run.json, the backbone's module and the data."""
-    if jax.process_index() > 0:
-      return
+    """The files `load` reads: run.json, the backbone's module and the data; refused (one
+    ConfigError) while another run holds the logdir."""
+    with workdir_lock.hold(self.logdir, is_lead=jax.process_index() == 0):
+      if jax.process_index() == 0:
+        self._write_run_files()
+
+  def _write_run_files(self) -> None:
     os.makedirs(self.logdir, exist_ok=True)
     if self._inputs.backbone is not None:
       backbones.save_module(os.path.join(self.logdir, _BACKBONE_DIR), self._inputs.backbone)
@@ -789,7 +798,7 @@ class MultiTaskTrainer:
     bad = data_lib.find_bad_files(paths, self.config.images.num_workers, decode=self._decode)
     if bad:
       raise ConfigError(f"{len(bad)} of {len(paths)} image files are missing or cannot be "
-                        f"decoded: {', '.join(bad[:BAD_FILES_SHOWN])}")
+                        f"decoded: {validate.name_bad_files(bad, BAD_FILES_SHOWN)}")
     frame = pd.DataFrame({filepaths: paths})
     if not paths:
       return frame

@@ -244,6 +244,7 @@ def test_a_stopped_run_resumes_the_search_exactly(tmp_path, tiny_config, one_dev
 
   straight = run(tmp_path / "straight", 20)
   run(tmp_path / "stopped", 10)
+  config.allow_config_change = True  # extending a run changes num_steps
   resumed = run(tmp_path / "stopped", 20)
   assert resumed == straight
   saved = ocp.CheckpointManager(str(tmp_path / "straight" / "checkpoints")).restore(

@@ -108,8 +108,7 @@ def command_line(monkeypatch):
         warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
         main._parse_flags(["mtl_jax.main", *args])  # pylint: disable=protected-access
       config = config_lib.complete(main._CONFIG.value)  # pylint: disable=protected-access
-      config.weighting_kwargs.update(free_form["--config.weighting_kwargs."])
-      config.model.kwargs.update(free_form["--config.model.kwargs."])
+      main._apply_free_form(config)  # pylint: disable=protected-access
       return config
     finally:
       for name in set(flags.FLAGS) - defined:

@@ -146,4 +146,5 @@ def test_a_user_model_resumes_exactly_from_its_checkpoint(tmp_path, tiny_config,
 def _with_steps(config, steps):
   config = mj.config.complete(config)
   config.num_steps = steps
+  config.allow_config_change = True  # extending a run changes num_steps
   return config

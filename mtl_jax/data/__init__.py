@@ -4,7 +4,7 @@ from mtl_jax.data.arrays import Dataset, Split, from_arrays, split_arrays
 from mtl_jax.data.digits import load_digits
 from mtl_jax.data.feeds import ArrayData, StreamData, pad_split, split_batches
 from mtl_jax.data.files import eval_image_batches, image_batches
-from mtl_jax.data.frames import check_columns, encode_frame, infer_tasks
+from mtl_jax.data.frames import check_columns, check_label_hygiene, encode_frame, infer_tasks
 from mtl_jax.data.images import cached, decode_image, find_bad_files, image_decoder
 from mtl_jax.data.mnist import load_mnist
 from mtl_jax.data.multi_mnist import load_multi_mnist
@@ -35,7 +35,8 @@ def load(dataset_config) -> Dataset:
 
 
 __all__ = ["ArrayData", "BUILTIN", "Dataset", "Sampler", "Split", "StreamData",
-           "balanced_probabilities", "cached", "check_columns", "decode_image", "encode_frame",
+           "balanced_probabilities", "cached", "check_columns", "check_label_hygiene",
+           "decode_image", "encode_frame",
            "eval_image_batches", "find_bad_files", "from_arrays", "host_batches",
            "image_batches", "image_decoder", "infer_tasks", "labelled_masks", "load",
            "load_digits", "load_mnist", "load_multi_mnist", "load_synthetic", "load_tfds",

@@ -144,3 +144,74 @@ def encode_frame(frame: pd.DataFrame, tasks: Sequence[tasks_lib.Task]) -> dict[s
   NaN missing}."""
   _check_task_columns(frame, [t.name for t in tasks], "given")
   return {t.name: tasks_lib.encode(t, raw_labels(frame[t.name])) for t in tasks}
+
+
+# Strings that look like a missing label but are not one (only None, NaN and "" are): each
+# would become a class of its own.
+_MISSING_LOOKALIKES = ("nan", "none", "null", "na", "n/a")
+_EXAMPLES_SHOWN = 3
+
+
+def check_label_hygiene(frames: Mapping[str, pd.DataFrame], task_names: Sequence[str],
+                        filepaths: str) -> None:
+  """Catches labels that would silently train the wrong thing, with counts.
+
+  Warns when a task's labels hold one value both as a number and as a string (int 1 and "1"
+  become two classes), or strings such as "nan" and "None" (a class, not a missing label), and
+  when files are in more than one split. Raises ConfigError when a file is listed twice in a
+  split with different labels.
+
+  Args:
+    frames: {split name: labels}, e.g. {"train": ..., "val": ...}, columns already checked.
+    task_names: the task columns.
+    filepaths: the file-path column.
+  """
+  for name in task_names:
+    values = [v for f in frames.values() for v in raw_labels(f[name]) if v is not None]
+    _warn_mixed_types(name, values)
+    _warn_missing_lookalikes(name, values)
+  for split, frame in frames.items():
+    _check_conflicting_duplicates(frame, task_names, filepaths, split)
+  paths = {split: set(frame[filepaths].astype(str)) for split, frame in frames.items()}
+  splits = list(paths)
+  for i, first in enumerate(splits):
+    for second in splits[i + 1:]:
+      shared = sorted(paths[first] & paths[second])
+      if shared:
+        warnings.warn(f"{len(shared)} file(s) are in both the {first} and the {second} labels "
+                      f"(e.g. {', '.join(shared[:_EXAMPLES_SHOWN])})", UserWarning, stacklevel=3)
+
+
+def _warn_mixed_types(name: str, values: Sequence[Any]) -> None:
+  types: dict[str, set] = {}
+  for value in values:
+    types.setdefault(str(value).strip(), set()).add(isinstance(value, str))
+  mixed = sorted(text for text, kinds in types.items() if len(kinds) > 1)
+  if mixed:
+    rows = sum(str(v).strip() in mixed for v in values)
+    warnings.warn(f"task {name!r}: {len(mixed)} value(s) appear both as a number and as a "
+                  f"string ({', '.join(mixed[:_EXAMPLES_SHOWN])}; {rows} labels), and become "
+                  "separate classes", UserWarning, stacklevel=4)
+
+
+def _warn_missing_lookalikes(name: str, values: Sequence[Any]) -> None:
+  found = [v for v in values if isinstance(v, str) and v.strip().lower() in _MISSING_LOOKALIKES]
+  if found:
+    shown = sorted(set(found))
+    warnings.warn(f"task {name!r}: {len(found)} labels are the string(s) {shown}, which become "
+                  "a class; leave the cell empty (or None/NaN) for a missing label",
+                  UserWarning, stacklevel=4)
+
+
+def _check_conflicting_duplicates(frame: pd.DataFrame, task_names: Sequence[str],
+                                  filepaths: str, split: str) -> None:
+  repeated = frame[frame[filepaths].duplicated(keep=False)]
+  if repeated.empty:
+    return
+  labels = repeated[list(task_names)].astype(object).where(repeated[list(task_names)].notna())
+  distinct = labels.astype(str).groupby(repeated[filepaths].astype(str)).nunique()
+  conflicting = sorted(distinct.index[(distinct > 1).any(axis=1)])
+  if conflicting:
+    raise ConfigError(f"{len(conflicting)} file(s) are listed more than once in the {split} "
+                      f"labels with different labels (e.g. "
+                      f"{', '.join(conflicting[:_EXAMPLES_SHOWN])})")
