@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import os
 import signal
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
-from absl import logging
 import flax
 import flax.linen as nn
 import jax
@@ -35,7 +35,10 @@ from mtl_jax import losses as losses_lib
 from mtl_jax import metrics as metrics_lib
 from mtl_jax import models
 from mtl_jax import optim
+from mtl_jax import progress as progress_lib
+from mtl_jax import report
 from mtl_jax import sharding as sharding_lib
+from mtl_jax import viz
 from mtl_jax import weighting as weighting_lib
 from mtl_jax.build import Setup
 from mtl_jax.errors import ConfigError
@@ -428,6 +431,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
   `eval_every` steps, checkpoints every `checkpoint_every` steps; at the end writes
   `evaluate_final` plus "weight/<task>" to the writers and `<workdir>/final_metrics.json`.
   `run_info` (tasks, config, ...) goes to `<workdir>/run.json` and into every checkpoint.
+  The console shows progress (`mtl_jax.progress`), each evaluation and a closing table of the
+  final metrics (`mtl_jax.report`); `<workdir>/curves.png` is drawn at the end. A workdir that
+  finished already returns its `final_metrics.json` at once, writing nothing.
 
   Raises:
     NonFiniteLossError: a loss became NaN or Inf (the last good checkpoint stays).
@@ -439,9 +445,19 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
   saved = checkpoints.latest_step()
   if saved is not None and saved > int(state.step):
     state = checkpoints.restore(state, run_info)
-    logging.info("Resuming from the checkpoint of step %d in %s", saved, workdir)
   start = int(state.step)
   is_lead = jax.process_index() == 0
+  say = lambda message: show.announce(message) if is_lead else None
+  show = progress_lib.for_process(
+      config.num_steps, steps_per_epoch=data.steps_per_epoch, plain_every=config.log_every,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  final_path = os.path.join(workdir, FINAL_METRICS_FILE)
+  if start >= config.num_steps and not sharding_lib.any_process(not os.path.isfile(final_path)):
+    checkpoints.close()
+    say(report.already_finished(config.num_steps, workdir))
+    with open(final_path, encoding="utf-8") as f:
+      return state, json.load(f)
+  say(report.starting(start, config.num_steps, workdir))
   if is_lead:
     atomic.write_json(os.path.join(workdir, "run.json"), run_info)
   writer = metrics_lib.create_writer(workdir)
@@ -453,6 +469,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
 
   chunks = dispatch_chunks(start, config.num_steps, config.steps_per_dispatch,
                            (config.log_every, config.eval_every, config.checkpoint_every))
+  if chunks:
+    say("compiling the train step...")
   window_start, window_time = start, time.perf_counter()
   with _SigtermFlag() as sigterm:
     for (first, length), dispatch in zip(chunks, dispatches(data, setup, mesh, chunks)):
@@ -461,10 +479,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
       step = first + length
       if summary["bad_step"] >= 0:
         checkpoints.wait()  # the last good checkpoint may still be being written
+        show.close()
         bad = [t.name for t, b in zip(tasks, summary["bad_tasks"]) if b]
         raise NonFiniteLossError(
             f"non-finite loss at step {int(summary['bad_step'])} in task(s) {bad}; stopped "
             f"without saving, the last good checkpoint is step {checkpoints.latest_step()}")
+      show.update(step, {t.name: float(l) for t, l in zip(tasks, summary["loss"])})
       if step % config.log_every == 0 or step == config.num_steps:
         rate = (step - window_start) / (time.perf_counter() - window_time)
         scalars = {f"train/{t.name}/loss": l for t, l in zip(tasks, summary["loss"])}
@@ -473,27 +493,45 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
         if setup.grad_wrt is not None:
           grad_scalars, cosines = metrics_lib.gradient_metrics(state.task_gram, tasks)
           scalars.update(grad_scalars)
-          writer.write_images(step, {"grad_cosines": metrics_lib.cosine_heatmap(cosines)})
+          if is_lead:
+            writer.write_images(step, {"grad_cosines": viz.cosine_heatmap(
+                cosines, setup.task_names)})
         writer.write_scalars(step, metrics_lib.to_scalars(scalars))
         window_start, window_time = step, time.perf_counter()
       if step % config.eval_every == 0 and step < config.num_steps:
-        writer.write_scalars(step, evaluate_periodic(state))
+        values = evaluate_periodic(state)
+        writer.write_scalars(step, values)
+        say(report.evaluation_line(step, values))
       stop = sharding_lib.any_process(sigterm.raised)  # all processes stop at the same step
       if step % config.checkpoint_every == 0 or step == config.num_steps or stop:
         checkpoints.save(step, state, run_info)
       if stop:
         checkpoints.wait()
-        writer.flush()
+        writer.close()
+        show.close()
+        if is_lead:
+          _write_curves(workdir)
         raise Interrupted(step)
   checkpoints.wait()
+  show.close()
 
   final = {**evaluate_final(state), **metrics_lib.weight_metrics(state.task_weights, tasks)}
   writer.write_scalars(config.num_steps, final)
-  writer.flush()
+  writer.close()
   if is_lead:
-    atomic.write_json(os.path.join(workdir, FINAL_METRICS_FILE), final)
+    atomic.write_json(final_path, final)
+    written = [final_path, os.path.join(checkpoints.directory, str(config.num_steps)),
+               getattr(writer, "path", ""), _write_curves(workdir)]
+    say(report.metrics_table(final) + "\n" + report.written([p for p in written if p]))
   checkpoints.close()
   return state, final
+
+
+def _write_curves(workdir: str) -> str:
+  """`<workdir>/curves.png` (`mtl_jax.viz.curves`); its path."""
+  path = os.path.join(workdir, viz.CURVES_FILE)
+  viz.curves(workdir, save=path)
+  return path
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
