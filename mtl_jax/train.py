@@ -35,6 +35,7 @@ from mtl_jax import losses as losses_lib
 from mtl_jax import metrics as metrics_lib
 from mtl_jax import models
 from mtl_jax import optim
+from mtl_jax import predictor
 from mtl_jax import progress as progress_lib
 from mtl_jax import report
 from mtl_jax import sharding as sharding_lib
@@ -568,6 +569,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     raise ConfigError(f"config.batch_size: {e}") from None
   if config.num_epochs:
     config.num_steps = config.num_epochs * sampler.steps_per_epoch
+  user_modules = {k: v for k, v in (("backbone", backbone), ("heads", heads), ("model", model))
+                  if v is not None}
   backbone_variables = None
   if config.model.backbone_path:
     backbone, backbone_variables = backbones.load_backbone(config.model.backbone_path)
@@ -588,7 +591,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     batches = data_lib.split_batches(getattr(dataset, name), tasks, config.eval_batch_size, mesh)
     return evaluate(eval_fn, state, batches, mesh, name)
 
-  run_info = {"tasks": [t.to_json() for t in tasks], "config": config.to_dict()}
+  run_info = {"tasks": [t.to_json() for t in tasks], "config": config.to_dict(),
+              **predictor.record(workdir, dataset.train.inputs.shape[1:],
+                                 sampler.steps_per_epoch, user_modules)}
   _, final = run(config, workdir, setup, train_data, state, mesh=mesh, run_info=run_info,
                  evaluate_periodic=lambda s: evaluate_split(s, "val"),
                  evaluate_final=lambda s: {**evaluate_split(s, "val"),

@@ -37,7 +37,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import pickle
 import warnings
 from typing import Any, Callable, Mapping, Sequence
 
@@ -53,6 +52,7 @@ from mtl_jax import augment as augment_lib
 from mtl_jax import build as build_lib
 from mtl_jax import config as config_lib
 from mtl_jax import data as data_lib
+from mtl_jax import predictor
 from mtl_jax import metrics as metrics_lib
 from mtl_jax import probe as probe_lib
 from mtl_jax import sharding as sharding_lib
@@ -71,7 +71,6 @@ BAD_FILES_SHOWN = 5         # bad paths named in an error message
 _RUN_FILE = "run.json"
 _DATA_FILE = "data.npz"
 _BACKBONE_DIR = "backbone"
-_USER_MODULES_FILE = "modules.pkl"  # the user's heads= or model=, pickled (load trusted runs only)
 _EVERY_RUN = ("num_steps", "notes")  # config keys a resumed run may change
 
 
@@ -557,7 +556,7 @@ class MultiTaskTrainer:
     with open(run_path, encoding="utf-8") as f:
       run_info = json.load(f)
     config = config_lib.complete(ml_collections.ConfigDict(run_info["config"]))
-    user_modules = {**_load_user_modules(logdir), **{k: v for k, v in (
+    user_modules = {**predictor.load_user_modules(logdir), **{k: v for k, v in (
         ("heads", heads), ("model", model), ("task_losses", task_losses)) if v is not None}}
     losses = user_modules.get("task_losses", {})
     try:
@@ -657,13 +656,7 @@ class MultiTaskTrainer:
     if self._inputs.backbone is not None:
       backbones.save_module(os.path.join(self.logdir, _BACKBONE_DIR), self._inputs.backbone)
     if self._inputs.user_modules:
-      try:
-        atomic.write_bytes(os.path.join(self.logdir, _USER_MODULES_FILE),
-                           pickle.dumps(self._inputs.user_modules))
-      except (pickle.PicklingError, AttributeError, TypeError) as e:
-        warnings.warn(f"the {', '.join(self._inputs.user_modules)} given cannot be saved "
-                      f"({_one_line(e)}); MultiTaskTrainer.load will need them passed again",
-                      UserWarning, stacklevel=3)
+      predictor.save_user_modules(self.logdir, self._inputs.user_modules)
     arrays = {}
     for name in ("train", "val", DOWNSTREAM):
       files = getattr(self._inputs, name)
@@ -822,15 +815,6 @@ def _make_predict_fn(setup: build_lib.Setup, mesh):
   replicated = sharding_lib.replicated(mesh)
   return jax.jit(run, in_shardings=(replicated, sharding_lib.batch_sharding(mesh)),
                  out_shardings=replicated)
-
-
-def _load_user_modules(logdir: str) -> dict:
-  """The heads= or model= a run was given ({} if none), as `_write_run` pickled them."""
-  path = os.path.join(logdir, _USER_MODULES_FILE)
-  if not os.path.isfile(path):
-    return {}
-  with open(path, "rb") as f:
-    return pickle.load(f)
 
 
 def _mesh(mesh, strategy):
