@@ -1,4 +1,4 @@
-"""Command-line entry point.
+r"""Command-line entry point.
 
     python -m mtl_jax.main --config=configs/digits.py --workdir=/tmp/digits \
         --config.optimizer.learning_rate=3e-3
@@ -83,8 +83,16 @@ def _split_free_form(argv: list[str]) -> list[str]:
   return rest
 
 
+_HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull")
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing whose errors (bad override, missing file) are one line and exit 2."""
+  """absl flag parsing whose errors (bad override, missing file) are one line and exit 2;
+  `--help` lists the flags and every config key, and exits 0."""
+  if any(arg in _HELP for arg in argv[1:]):
+    from mtl_jax import cli_help  # pylint: disable=import-outside-toplevel
+    print(cli_help.help_text(__doc__, flags.FLAGS.module_help(__name__)), end="")
+    sys.exit(0)
   argv = sys.argv[:] = _split_free_form(argv)  # config_flags reads sys.argv too
   path = _config_path(argv)
   if path is not None and not os.path.isfile(path):
