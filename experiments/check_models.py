@@ -15,8 +15,6 @@ import os
 import time
 import traceback
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 # pylint: disable=wrong-import-position
 from absl import app
 from absl import flags
@@ -100,5 +98,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cpu_tuning.apply()  # the script owns its process: before JAX starts its backend
+  quiet.apply()  # the script owns its process: our output only,
+  cpu_tuning.apply()  # and the CPU tuning before JAX starts its backend
   app.run(main)

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Mapping, Sequence
+
+import jax
 
 SPLITS = ("val", "test")
 TASKS_SHOWN = 4  # tasks named on an evaluation line; the rest are counted
+
+
+def announce(message: str) -> None:
+  """Prints `message` on process 0 (the others leave the console to it)."""
+  if jax.process_index() == 0:
+    print(message, file=sys.stdout, flush=True)
 
 
 def starting(start: int, total: int, workdir: str) -> str:

@@ -557,6 +557,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if config.dataset.name == config_lib.IMAGES:
     raise ConfigError("config.dataset.name='images' trains image files: use "
                       "mtl_jax.trainer.train_from_config (or python -m mtl_jax.main)")
+  report.announce(f"loading the {config.dataset.name if data is None else 'given'} data and "
+                  f"building the {config.model.name if model is None else 'given'} model...")
   if data is None:
     dataset = data_lib.load(config.dataset)
   else:

@@ -55,6 +55,7 @@ from mtl_jax import data as data_lib
 from mtl_jax import predictor
 from mtl_jax import metrics as metrics_lib
 from mtl_jax import probe as probe_lib
+from mtl_jax import report
 from mtl_jax import sharding as sharding_lib
 from mtl_jax import tasks as tasks_lib
 from mtl_jax import train as train_lib
@@ -872,6 +873,7 @@ def train_from_config(config: ml_collections.ConfigDict, workdir: str, *,
       raise ConfigError("config.images.downstream_csv needs two columns, file path and label; "
                         f"it has {list(frame.columns)}")
     downstream = dict(zip(frame.iloc[:, 0], frame.iloc[:, 1]))
+  report.announce(f"checking {len(train) + len(val):,} image files and building the model...")
   fcn = config.model.backbone_path or config.model.backbone
   if not fcn:
     raise ConfigError("config.model.backbone (a layer spec) or config.model.backbone_path is "
