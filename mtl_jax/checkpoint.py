@@ -18,10 +18,10 @@ from mtl_jax.errors import ConfigError
 
 
 class Checkpointer:
-  """Keeps the last `keep` train states in `<workdir>/checkpoints`."""
+  """Keeps the last `keep` train states in `<workdir>/<subdir>` (`checkpoints`)."""
 
-  def __init__(self, workdir: str, keep: int):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  def __init__(self, workdir: str, keep: int, subdir: str = "checkpoints"):
+    self.directory = os.path.join(os.path.abspath(workdir), subdir)
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),

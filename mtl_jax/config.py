@@ -108,6 +108,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval_every = 500                   # steps between validation evaluations
   c.checkpoint_every = 500             # steps between checkpoints (and at the end)
   c.keep_checkpoints = 3               # the newest checkpoints kept
+  c.best_metric = ""                   # e.g. "val/digit/accuracy": also keep its best state
   return c
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mtl_jax import atomic
+from mtl_jax import best as best_lib
 from mtl_jax import build as build_lib
 from mtl_jax import checkpoint as checkpoint_lib
 from mtl_jax import config as config_lib
@@ -41,7 +42,7 @@ def save_user_modules(workdir: str, modules: Mapping[str, Any]) -> None:
   except (pickle.PicklingError, AttributeError, TypeError) as e:
     first = str(e).splitlines()[0] if str(e) else type(e).__name__
     warnings.warn(f"the {', '.join(modules)} given cannot be saved ({first}); loading the run "
-                  "will need them passed again", UserWarning, stacklevel=3)
+                  "will need them passed again", UserWarning, stacklevel=4)
 
 
 def load_user_modules(workdir: str) -> dict:
@@ -116,8 +117,10 @@ def _run_info(workdir: str) -> dict:
 
 def load(workdir: str | os.PathLike, *, backbone: nn.Module | None = None,
          heads: Mapping[str, nn.Module] | None = None, model: nn.Module | None = None,
-         mesh=None):
+         best: bool = False, mesh=None):
   """The model of the run in `workdir` at its latest checkpoint, ready to predict.
+
+  best: the checkpoint kept by `config.best_metric` instead of the latest (in-memory data).
 
   Returns a `Predictor` for a run of in-memory data, the `MultiTaskTrainer` for a run of image
   files. A run given `backbone=`, `heads=` or `model=` saved them pickled; pass them again
@@ -130,6 +133,9 @@ def load(workdir: str | os.PathLike, *, backbone: nn.Module | None = None,
   run_info = _run_info(workdir)
   config = config_lib.complete(ml_collections.ConfigDict(run_info["config"]))
   if config.dataset.name == config_lib.IMAGES:
+    if best:
+      raise ConfigError("mj.load(..., best=True) loads runs of in-memory data; an image run "
+                        "loads as its MultiTaskTrainer, at its latest checkpoint")
     from mtl_jax import trainer  # pylint: disable=import-outside-toplevel
     return trainer.MultiTaskTrainer.load(workdir, mesh, heads=heads, model=model)
   if "input_shape" not in run_info:
@@ -152,11 +158,14 @@ def load(workdir: str | os.PathLike, *, backbone: nn.Module | None = None,
   from mtl_jax import train  # pylint: disable=import-outside-toplevel
   example = np.zeros((1, *run_info["input_shape"]), np.float32)
   fresh = train.create_train_state(setup, config.seed, example, mesh)
-  checkpoints = checkpoint_lib.Checkpointer(workdir, config.keep_checkpoints)
+  checkpoints = checkpoint_lib.Checkpointer(workdir, config.keep_checkpoints,
+                                            subdir=best_lib.DIRECTORY if best else "checkpoints")
   try:
     state = checkpoints.restore(fresh, run_info)
   finally:
     checkpoints.close()
   if state is None:
-    raise ConfigError(f"no checkpoint in {workdir!r} to load: the run stopped before its first")
+    raise ConfigError(f"no checkpoint in {checkpoints.directory!r} to load" + (
+        ": the run had no config.best_metric" if best else
+        ": the run stopped before its first"))
   return Predictor(setup, state.variables, mesh, config.eval_batch_size, int(state.step))

@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from mtl_jax import atomic
+from mtl_jax import best as best_lib
 from mtl_jax import build as build_lib
 from mtl_jax import checkpoint as checkpoint_lib
 from mtl_jax import config as config_lib
@@ -441,6 +442,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
     Interrupted: SIGTERM arrived; the state was checkpointed first.
   """
   tasks = setup.tasks
+  if config.best_metric:  # checked on an evaluation, before anything is written
+    best_lib.check_name(config.best_metric, setup.task_names)
+    best_lib.check_metric(config.best_metric, evaluate_periodic(state))
   os.makedirs(workdir, exist_ok=True)
   checkpoints = checkpoint_lib.Checkpointer(workdir, config.keep_checkpoints)
   saved = checkpoints.latest_step()
@@ -458,6 +462,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
     say(report.already_finished(config.num_steps, workdir))
     with open(final_path, encoding="utf-8") as f:
       return state, json.load(f)
+  best = best_lib.BestCheckpoint(workdir, config.best_metric) if config.best_metric else None
   say(report.starting(start, config.num_steps, workdir))
   if is_lead:
     atomic.write_json(os.path.join(workdir, "run.json"), run_info)
@@ -503,6 +508,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
         values = evaluate_periodic(state)
         writer.write_scalars(step, values)
         say(report.evaluation_line(step, values))
+        if best is not None:
+          best.update(step, values, state, run_info)
       stop = sharding_lib.any_process(sigterm.raised)  # all processes stop at the same step
       if step % config.checkpoint_every == 0 or step == config.num_steps or stop:
         checkpoints.save(step, state, run_info)
@@ -519,10 +526,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
   final = {**evaluate_final(state), **metrics_lib.weight_metrics(state.task_weights, tasks)}
   writer.write_scalars(config.num_steps, final)
   writer.close()
+  if best is not None:
+    best.update(config.num_steps, final, state, run_info)
+    best.close()
   if is_lead:
     atomic.write_json(final_path, final)
     written = [final_path, os.path.join(checkpoints.directory, str(config.num_steps)),
                getattr(writer, "path", ""), _write_curves(workdir)]
+    if best is not None:
+      written.append(f"the best {config.best_metric} ({best.best['value']:.4g}, step "
+                     f"{best.best['step']:,}) in {os.path.join(workdir, best_lib.DIRECTORY)}")
     say(report.metrics_table(final) + "\n" + report.written([p for p in written if p]))
   checkpoints.close()
   return state, final
