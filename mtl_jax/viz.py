@@ -198,7 +198,8 @@ def cosine_heatmap(cosines: np.ndarray, names: Sequence[str]) -> np.ndarray:
   if t <= 12:
     for i in range(t):
       for j in range(t):
-        ax.text(j, i, f"{cosines[i, j]:.2f}", ha="center", va="center", fontsize=7)
+        ax.text(j, i, f"{cosines[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                color="white" if abs(cosines[i, j]) > 0.6 else "black")
   figure.colorbar(image, ax=ax, label="cosine of task gradients")
   canvas.draw()
   return np.asarray(canvas.buffer_rgba())[None, ..., :3].copy()
