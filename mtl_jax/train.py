@@ -452,10 +452,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
     state = checkpoints.restore(state, run_info)
   start = int(state.step)
   is_lead = jax.process_index() == 0
-  say = lambda message: show.announce(message) if is_lead else None
   show = progress_lib.for_process(
       config.num_steps, steps_per_epoch=data.steps_per_epoch, plain_every=config.log_every,
       process_index=jax.process_index(), process_count=jax.process_count())
+  say = lambda message: show.announce(message) if is_lead else None
   final_path = os.path.join(workdir, FINAL_METRICS_FILE)
   if start >= config.num_steps and not sharding_lib.any_process(not os.path.isfile(final_path)):
     checkpoints.close()
