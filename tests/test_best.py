@@ -8,6 +8,7 @@ import mtl_jax as mj
 from mtl_jax import events
 
 
+@pytest.mark.slow
 def test_the_best_state_by_a_validation_loss_is_kept_and_loads(tmp_path, tiny_config):
   tiny_config.best_metric = "val/digit/loss"  # lower is better
   tiny_config.eval_every = 50

@@ -23,6 +23,7 @@ class Backbone(nn.Module):
     return nn.relu(nn.Dense(16)(x))
 
 
+@pytest.mark.slow
 def test_a_command_line_digits_run_predicts_its_test_accuracy(tmp_path, run_main, capsys):
   workdir = tmp_path / "digits"
   assert run_main("--config=configs/digits.py:runlocal", f"--workdir={workdir}", *SMALL) == 0
@@ -45,6 +46,7 @@ def test_a_command_line_digits_run_predicts_its_test_accuracy(tmp_path, run_main
   assert mj.load(workdir).step == 100
 
 
+@pytest.mark.slow
 def test_an_arrays_run_with_a_user_backbone_predicts_class_names(tmp_path, tiny_config):
   rng = np.random.default_rng(0)
   x = rng.normal(size=(300, 6)).astype(np.float32)
@@ -58,6 +60,7 @@ def test_an_arrays_run_with_a_user_backbone_predicts_class_names(tmp_path, tiny_
   assert set(frame["animal"]) <= {"cat", "dog"} and frame["size"].dtype == np.float32
 
 
+@pytest.mark.slow
 def test_an_image_run_loads_as_its_trainer_and_its_backbone_saves_as_a_pair(tmp_path):
   train_csv, val_csv = mj.data.make_shapes(str(tmp_path / "shapes"), 40, imshape=(16, 16))
   trainer = mj.MultiTaskTrainer(

@@ -14,6 +14,7 @@ def _block_after(text: str, marker: str) -> str:
   return re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
 
 
+@pytest.mark.slow
 def test_the_weighting_in_your_own_train_step_example_runs(capsys):
   with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
     code = _block_after(f.read(), "A method works inside your own JAX train step too")
