@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 
 import mtl_jax as mj
-from mtl_jax import atomic, build, cpu_tuning, models, sharding, train, weighting
+from mtl_jax import atomic, build, cpu_tuning, models, quiet, sharding, train, weighting
 
 _STEPS = flags.DEFINE_integer("steps", 20, "Train steps per (method, architecture).")
 _ARCHITECTURES = flags.DEFINE_list("architectures", None, "Default: every registered one.")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import os
-import re
 import sys
 
 from packaging.requirements import Requirement
