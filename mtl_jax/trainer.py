@@ -28,6 +28,10 @@ The logdir:
 | `final_metrics.json`  | `evaluate()` after the last `fit`                                 |
 | `events.out.tfevents.*` | TensorBoard: per-task losses, weights, learning rate, val metrics, |
 |                       | hparams (the configuration) and the notes                         |
+| `curves.png`          | the run's curves (`mtl_jax.viz.curves`), after every `fit`        |
+| `modules.pkl`         | the user's `heads=`/`model=`/callable losses, pickled for `load`  |
+
+`mj.load(logdir)` gives the trainer back (`MultiTaskTrainer.load`).
 """
 
 from __future__ import annotations
