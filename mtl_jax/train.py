@@ -491,11 +491,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
             f"non-finite loss at step {int(summary['bad_step'])} in task(s) {bad}; stopped "
             f"without saving, the last good checkpoint is step {checkpoints.latest_step()}")
       show.update(step, {t.name: float(l) for t, l in zip(tasks, summary["loss"])})
+      if first == start:  # that dispatch compiled the step: steps/s is measured after it
+        window_start, window_time = step, time.perf_counter()
       if step % config.log_every == 0 or step == config.num_steps:
-        rate = (step - window_start) / (time.perf_counter() - window_time)
         scalars = {f"train/{t.name}/loss": l for t, l in zip(tasks, summary["loss"])}
         scalars.update(metrics_lib.weight_metrics(state.task_weights, tasks))
-        scalars.update({"train/learning_rate": schedule(step - 1), "train/steps_per_s": rate})
+        scalars["train/learning_rate"] = schedule(step - 1)
+        if step > window_start:
+          scalars["train/steps_per_s"] = ((step - window_start)
+                                          / (time.perf_counter() - window_time))
         if setup.grad_wrt is not None:
           grad_scalars, cosines = metrics_lib.gradient_metrics(state.task_gram, tasks)
           scalars.update(grad_scalars)
