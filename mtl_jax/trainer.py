@@ -213,6 +213,7 @@ def prepare(config: ml_collections.ConfigDict, train_labels: pd.DataFrame,
   downstream = _downstream_frame(downstream_labels, images.filepaths)
   frames = {"train": train_labels, "val": val_labels, DOWNSTREAM: downstream}
   num_files = sum(len(f) for f in frames.values() if f is not None)
+  report.announce(f"checking {num_files:,} image files and building the model...")
   decode = _cache_if_small(decoder(images), num_files, (*images.imshape, images.num_channels))
   frames = _without_bad_files(frames, images, decode)
   losses = {**images.task_losses.to_dict(), **dict(task_losses or {})}
@@ -877,7 +878,6 @@ def train_from_config(config: ml_collections.ConfigDict, workdir: str, *,
       raise ConfigError("config.images.downstream_csv needs two columns, file path and label; "
                         f"it has {list(frame.columns)}")
     downstream = dict(zip(frame.iloc[:, 0], frame.iloc[:, 1]))
-  report.announce(f"checking {len(train) + len(val):,} image files and building the model...")
   fcn = config.model.backbone_path or config.model.backbone
   if not fcn:
     raise ConfigError("config.model.backbone (a layer spec) or config.model.backbone_path is "
