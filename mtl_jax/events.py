@@ -82,8 +82,7 @@ def _hparam_value(value: Any):
 class EventWriter:
   """Writes scalars, images, texts and hparams to a new events file in `logdir`.
 
-  The method names and arguments are clu's `MetricWriter`'s, so the loop can fan out to it
-  and to the console alike.
+  The method names and arguments are clu's `MetricWriter`'s (those the loop calls).
   """
 
   def __init__(self, logdir: str):

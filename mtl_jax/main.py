@@ -143,7 +143,7 @@ def main(argv: list[str]) -> None:
   if not _WORKDIR.value:
     _fail("--workdir is required")
   if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # metrics reach the console through the writer
+    logging.set_verbosity(logging.WARNING)  # the console is the run's own lines (mtl_jax.report)
   from mtl_jax import sharding  # pylint: disable=import-outside-toplevel
   try:
     sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
