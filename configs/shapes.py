@@ -1,6 +1,6 @@
 """The image MultiTaskTrainer on generated shapes, or on your own CSVs of image files.
 
-    python -m mtl_jax.main --config=configs/shapes.py --workdir=/tmp/shapes
+    python -m mtl_jax.main --config=configs/shapes.py --workdir=/tmp/shapes_cli
     python -m mtl_jax.main --config=configs/shapes.py:generate=500,runlocal --workdir=/tmp/s
     python -m mtl_jax.main --config=configs/shapes.py --workdir=/tmp/mine \
         --config.images.train_csv=train.csv --config.images.val_csv=val.csv

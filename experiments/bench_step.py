@@ -50,7 +50,6 @@ import contextlib
 import io
 import json
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -66,9 +65,6 @@ BATCH_SIZE = 128
 LEARNING_RATE, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 5e-4
 WARMUP_STEPS = 50  # untimed steps of each PyTorch loop per round
 EVAL_EXAMPLES = 512  # the val and test splits of the JAX run: small, evaluated once at the end
-
-_RATE = re.compile(r"^step\s+(\d+) \|.*\btrain/steps_per_s ([0-9.eE+-]+)")
-
 
 def make_data(num_examples: int, seed: int) -> dict[str, np.ndarray]:
   """Random inputs f32[N, 784] in [0, 1) and labels i64[N] for tasks "a" and "b"."""
@@ -114,10 +110,10 @@ def jax_dataset(data: dict[str, np.ndarray], seed: int):
   return mtl_jax.from_arrays(data["x"], {"a": data["a"], "b": data["b"]}, val=pair, test=pair)
 
 
-def logged_rates(console: str) -> list[tuple[int, float]]:
-  """(step, steps/s) of every `train/steps_per_s` line the loop printed."""
-  return [(int(m.group(1)), float(m.group(2)))
-          for m in map(_RATE.match, console.splitlines()) if m]
+def logged_rates(workdir: str) -> list[tuple[int, float]]:
+  """(step, steps/s) of every `train/steps_per_s` the loop wrote to TensorBoard, in order."""
+  from mtl_jax import events  # pylint: disable=import-outside-toplevel
+  return sorted(events.read_scalars(workdir)["train/steps_per_s"].items())
 
 
 def steady_samples_per_s(rates: list[tuple[int, float]], batch_size: int) -> float:
@@ -134,11 +130,10 @@ def time_jax(dataset, steps: int, window: int, steps_per_dispatch: int) -> float
   import mtl_jax  # pylint: disable=import-outside-toplevel
 
   config = jax_config(window + steps, window, steps_per_dispatch)
-  console = io.StringIO()
   with tempfile.TemporaryDirectory(prefix="bench_step_") as workdir:
-    with contextlib.redirect_stdout(console):
+    with contextlib.redirect_stdout(io.StringIO()):  # the run's progress lines
       mtl_jax.train_and_evaluate(config, workdir, data=dataset)
-  return steady_samples_per_s(logged_rates(console.getvalue()), BATCH_SIZE)
+    return steady_samples_per_s(logged_rates(workdir), BATCH_SIZE)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,8 +15,6 @@ import os
 import time
 import traceback
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 # pylint: disable=wrong-import-position
 from absl import app
 from absl import flags
@@ -25,7 +23,7 @@ import ml_collections
 import numpy as np
 
 import mtl_jax as mj
-from mtl_jax import atomic, build, cpu_tuning, models, sharding, train, weighting
+from mtl_jax import atomic, build, cpu_tuning, models, quiet, sharding, train, weighting
 
 _STEPS = flags.DEFINE_integer("steps", 20, "Train steps per (method, architecture).")
 _ARCHITECTURES = flags.DEFINE_list("architectures", None, "Default: every registered one.")
@@ -100,5 +98,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cpu_tuning.apply()  # the script owns its process: before JAX starts its backend
+  quiet.apply()  # the script owns its process: our output only,
+  cpu_tuning.apply()  # and the CPU tuning before JAX starts its backend
   app.run(main)

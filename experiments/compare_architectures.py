@@ -19,7 +19,6 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 # pylint: disable=wrong-import-position
@@ -29,6 +28,7 @@ import numpy as np
 
 from mtl_jax import atomic
 from mtl_jax import cpu_tuning
+from mtl_jax import quiet
 from mtl_jax import metrics as metrics_lib
 from mtl_jax import models
 
@@ -103,5 +103,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cpu_tuning.apply()  # the script owns its process: before JAX starts its backend
+  quiet.apply()  # the script owns its process: our output only,
+  cpu_tuning.apply()  # and the CPU tuning before JAX starts its backend
   app.run(main)

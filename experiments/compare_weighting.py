@@ -39,20 +39,18 @@ import sys
 import time
 from typing import Mapping, Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 from absl import app
 from absl import flags
 from absl import logging
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
-from tensorboard.backend.event_processing import event_accumulator
-from tensorboard.util import tensor_util
 
 import mtl_jax
 from mtl_jax import atomic
 from mtl_jax import cpu_tuning
+from mtl_jax import quiet
+from mtl_jax import events
 from mtl_jax import metrics as metrics_lib
 from mtl_jax import weighting
 
@@ -226,15 +224,11 @@ def markdown_table(summary: Mapping[str, dict], columns: Mapping[str, str],
 
 
 def read_weights(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-  """{task: (steps, weights)} from the `weight/<task>` scalars of a run's TensorBoard files."""
-  accumulator = event_accumulator.EventAccumulator(
-      workdir, size_guidance={event_accumulator.TENSORS: 0})
-  accumulator.Reload()
+  """{task: (steps, weights)} from the `weight/<task>` scalars of a run's TensorBoard files
+  (a resumed run's rewritten steps keep their latest value)."""
   curves = {}
-  for tag in accumulator.Tags()["tensors"]:
+  for tag, by_step in events.read_scalars(workdir).items():
     if tag.startswith("weight/"):
-      by_step = {e.step: float(tensor_util.make_ndarray(e.tensor_proto))
-                 for e in accumulator.Tensors(tag)}  # a resumed run rewrites some steps
       steps = np.asarray(sorted(by_step))
       curves[tag.split("/", 1)[1]] = (steps, np.asarray([by_step[s] for s in steps]))
   return curves
@@ -343,5 +337,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cpu_tuning.apply()  # the script owns its process: before JAX starts its backend
+  quiet.apply()  # the script owns its process: our output only,
+  cpu_tuning.apply()  # and the CPU tuning before JAX starts its backend
   app.run(main)

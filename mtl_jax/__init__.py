@@ -8,6 +8,7 @@
 
     trainer = mj.MultiTaskTrainer(logdir, train_labels, val_labels, tasks, fcn)   # image files
     trainer.fit(10)
+    mj.load("/tmp/run").predict(inputs)   # any run's model back: a DataFrame of predictions
 
 Importing the package changes nothing process-wide. The CPU tuning (an XLA flag and glibc's
 allocator settings) is one call, made by `python -m mtl_jax.main` and the experiment scripts;
@@ -21,11 +22,12 @@ from mtl_jax.config import default_config
 from mtl_jax.errors import ConfigError
 from mtl_jax.data import Dataset, from_arrays
 from mtl_jax.models.backbones import load_backbone, save_backbone
+from mtl_jax.predictor import Predictor, load
 from mtl_jax.tasks import Task
 from mtl_jax.train import Interrupted, NonFiniteLossError, TrainState, train_and_evaluate
 from mtl_jax.trainer import MultiTaskTrainer
 
 __all__ = ["ConfigError", "Dataset", "Interrupted", "MultiTaskTrainer", "NonFiniteLossError",
            "Task", "TrainState", "cpu_tuning", "data", "default_config", "from_arrays",
-           "load_backbone", "losses", "metrics", "models", "save_backbone", "sharding", "tasks",
+           "Predictor", "load", "load_backbone", "losses", "metrics", "models", "save_backbone", "sharding", "tasks",
            "train_and_evaluate", "viz", "weighting"]

@@ -104,11 +104,11 @@ def _sync_processes(name: str) -> None:
 
 
 class Checkpointer:
-  """Keeps the last `keep` train states in `<workdir>/checkpoints`."""
+  """Keeps the last `keep` train states in `<workdir>/<subdir>` (`checkpoints`)."""
 
-  def __init__(self, workdir: str, keep: int):
+  def __init__(self, workdir: str, keep: int, subdir: str = "checkpoints"):
     self.workdir = os.path.abspath(workdir)
-    self.directory = os.path.join(self.workdir, "checkpoints")
+    self.directory = os.path.join(self.workdir, subdir)
     self._is_lead = jax.process_index() == 0
     self._unsummed: list[int] = []  # saved steps whose checksums are not written yet
     self._remove_half_deleted()

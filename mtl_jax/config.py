@@ -18,7 +18,7 @@ from mtl_jax.errors import ConfigError  # re-exported: `mtl_jax.config.ConfigErr
 def default_config() -> ml_collections.ConfigDict:
   """Every key the library reads, with its default."""
   c = ml_collections.ConfigDict()
-  c.seed = 0                           # an int >= 0
+  c.seed = 0                           # an int >= 0: initialisation, data order, dropout
   c.notes = ""                         # free text, saved in run.json and shown in TensorBoard
 
   c.dataset = ml_collections.ConfigDict()
@@ -37,10 +37,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.dataset.tfds.name = ""             # the TFDS builder, e.g. "celeb_a", "mnist" ("mnist:3.0.1")
   c.dataset.tfds.data_dir = ""         # where TFDS keeps prepared data; "" = TFDS's default
   c.dataset.tfds.download = True       # download and prepare a dataset missing from data_dir
-  c.dataset.tfds.train_split = "train"
+  c.dataset.tfds.train_split = "train" # the TFDS split to train on
   c.dataset.tfds.val_split = ""        # "" = val_fraction of train_split, drawn by split_seed
-  c.dataset.tfds.val_fraction = 0.1
-  c.dataset.tfds.test_split = "test"
+  c.dataset.tfds.val_fraction = 0.1   # without val_split: this fraction of train_split
+  c.dataset.tfds.test_split = "test"  # the TFDS split of the final test metrics
   c.dataset.tfds.image = "image"       # the input feature: images [H, W, C] (or [H, W])
   c.dataset.tfds.image_size = ()       # (height, width) to resize images to; () = as stored
   c.dataset.tfds.max_examples = 0      # read the first N examples of each split; 0 = all
@@ -60,7 +60,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.images.task_types = ml_collections.ConfigDict()  # {task: kind}; default "classification"
   c.images.task_losses = ml_collections.ConfigDict()  # {task: loss name}, e.g. {"x": "huber"}
   c.images.imshape = (64, 64)          # (height, width) every image is resized to
-  c.images.num_channels = 3
+  c.images.num_channels = 3            # channels every image is decoded to
   c.images.norm = 255.0                # pixel values are divided by this
   c.images.single_channel = False      # read one channel and repeat it num_channels times
   c.images.balance_probs = True        # resample each epoch so every task gets as many labels
@@ -92,27 +92,26 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adam"            # adam | adamw | sgd
-  c.optimizer.learning_rate = 2e-3
+  c.optimizer.learning_rate = 2e-3     # the peak rate of the schedule
   c.optimizer.momentum = 0.9           # sgd only
   c.optimizer.nesterov = False         # sgd only
   c.optimizer.weight_decay = 0.0       # decoupled for adamw, added to the gradient for sgd/adam
   c.optimizer.schedule = "constant"    # constant | cosine (to 0 at num_steps) | exponential
   c.optimizer.half_life = 0.0          # exponential: steps over which the rate halves
-  c.optimizer.warmup_steps = 0
+  c.optimizer.warmup_steps = 0         # linear warm-up from 0 over this many steps
   c.optimizer.grad_clip_norm = 0.0     # 0 = no clipping
 
   c.batch_size = 128                   # global batch, split over every device
-  c.eval_batch_size = 512
-  c.num_steps = 2000
+  c.eval_batch_size = 512              # batch of evaluation (the last one padded)
+  c.num_steps = 2000                   # train steps in all (a rerun resumes up to it)
   c.num_epochs = 0                     # > 0: train this many epochs instead of num_steps
   c.steps_per_dispatch = 50            # train steps run by one jit call (lax.scan)
-  c.log_every = 100
-  c.eval_every = 500
-  c.checkpoint_every = 500
-  c.keep_checkpoints = 3
-  # Rerunning a workdir whose checkpoints were written with another config (learning rate,
-  # steps, ...) is refused, naming the changes, unless this is True (never compared itself).
-  c.allow_config_change = False
+  c.log_every = 100                    # steps between TensorBoard scalars and plain lines
+  c.eval_every = 500                   # steps between validation evaluations
+  c.checkpoint_every = 500             # steps between checkpoints (and at the end)
+  c.keep_checkpoints = 3               # the newest checkpoints kept
+  c.best_metric = ""                   # e.g. "val/digit/accuracy": also keep its best state
+  c.allow_config_change = False        # resume a workdir whose checkpoints have another config
   return c
 
 

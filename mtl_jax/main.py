@@ -1,8 +1,9 @@
-"""Command-line entry point.
+r"""Command-line entry point.
 
     python -m mtl_jax.main --config=configs/digits.py --workdir=/tmp/digits \
         --config.optimizer.learning_rate=3e-3
     python -m mtl_jax.main --config=configs/shapes.py --workdir=/tmp/shapes   # image files
+    mtl-jax --config=digits:runlocal --workdir=/tmp/d   # installed: a packaged config by name
 
 Rerunning the same command on the same --workdir resumes from its latest checkpoint; with a
 changed config it refuses, naming the changes, unless `--config.allow_config_change=True`. A
@@ -31,8 +32,10 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from mtl_jax import config_files
 from mtl_jax import cpu_tuning
 from mtl_jax import interrupt
+from mtl_jax import quiet
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file whose get_config() returns a ConfigDict.", lock_config=True)
@@ -59,6 +62,17 @@ def _one_line(error: Exception) -> str:
   if not lines:
     return type(error).__name__
   return lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: {lines[-1]}"
+
+
+def _resolve_config_names(argv: list[str]) -> list[str]:
+  """`--config=digits` -> the packaged config file's path (`mtl_jax.config_files`)."""
+  out = list(argv)
+  for i, arg in enumerate(out):
+    if arg.startswith("--config="):
+      out[i] = "--config=" + config_files.resolve(arg.split("=", 1)[1])
+    elif arg == "--config" and i + 1 < len(out):
+      out[i + 1] = config_files.resolve(out[i + 1])
+  return out
 
 
 def _config_path(argv: list[str]) -> str | None:
@@ -101,12 +115,21 @@ def _split_free_form(argv: list[str]) -> list[str]:
   return rest
 
 
+_HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull")
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing whose errors (bad override, missing file) are one line and exit 2."""
-  argv = sys.argv[:] = _split_free_form(argv)  # config_flags reads sys.argv too
+  """absl flag parsing whose errors (bad override, missing file) are one line and exit 2;
+  `--help` lists the flags and every config key, and exits 0."""
+  if any(arg in _HELP for arg in argv[1:]):
+    from mtl_jax import cli_help  # pylint: disable=import-outside-toplevel
+    print(cli_help.help_text(__doc__, flags.FLAGS.module_help(__name__)), end="")
+    sys.exit(0)
+  argv = sys.argv[:] = _resolve_config_names(_split_free_form(argv))  # config_flags reads it
   path = _config_path(argv)
   if path is not None and not os.path.isfile(path):
-    _fail(f"config file not found: {path}")
+    known = ", ".join(config_files.names())
+    _fail(f"config file not found: {path}" + (f" (packaged configs: {known})" if known else ""))
   try:
     rest = flags.FLAGS(argv)
     if path is not None and _CONFIG.value is None:
@@ -151,7 +174,7 @@ def main(argv: list[str]) -> None:
   if not _WORKDIR.value:
     _fail("--workdir is required")
   if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # metrics reach the console through the writer
+    logging.set_verbosity(logging.WARNING)  # the console is the run's own lines (mtl_jax.report)
   with interrupt.handle_sigterm():  # the whole run: start-up and compilation included
     if interrupt.requested():
       print("mtl_jax: interrupted before the run started; nothing saved", file=sys.stderr,
@@ -207,10 +230,15 @@ def _run(workdir: str) -> None:
     watch.close()
 
 
-if __name__ == "__main__":
-  # This command owns its process (importing mtl_jax sets nothing): quiet TensorFlow, which the
-  # metric writer imports, and tune the CPU before flags, config or training start JAX's backend.
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def run() -> None:
+  """The command (`python -m mtl_jax.main`, `mtl-jax`). It owns its process (importing mtl_jax
+  sets nothing): it quiets the libraries' logs and tunes the CPU before flags, config or
+  training start JAX's backend."""
+  quiet.apply()
   cpu_tuning.apply()
   with interrupt.handle_sigterm():  # from the start: parsing, imports, start-up
     app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  run()

@@ -47,37 +47,16 @@ def to_scalars(values: Mapping[str, Any]) -> dict[str, float]:
   return {k: float(np.asarray(v)) for k, v in values.items()}
 
 
-class ConsoleWriter:
-  """clu's MetricWriter interface, printing each step's scalars as one line on stdout.
-
-  Not a subclass: importing `clu.metric_writers` imports TensorFlow, which `import mtl_jax`
-  avoids; `MultiWriter` only calls the methods.
-  """
-
-  def write_summaries(self, step, values, metadata=None):
-    pass
-
-  hidden_prefixes = ("grad_cosine/",)  # T(T-1)/2 of them: TensorBoard only
+class NoWriter:
+  """The writer of processes other than 0, which write no metric files."""
 
   def write_scalars(self, step, scalars):
-    parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-             for k, v in sorted(scalars.items()) if not k.startswith(self.hidden_prefixes)]
-    print(f"step {step:>6d} | " + " | ".join(parts), flush=True)
+    pass
 
   def write_images(self, step, images):
     pass
 
-  def write_videos(self, step, videos):
-    pass
-
-  def write_audios(self, step, audios, *, sample_rate):
-    pass
-
   def write_texts(self, step, texts):
-    for key, text in texts.items():
-      print(f"step {step:>6d} | {key}: {text}", flush=True)
-
-  def write_histograms(self, step, arrays, num_buckets=None):
     pass
 
   def write_hparams(self, hparams):
@@ -91,22 +70,14 @@ class ConsoleWriter:
 
 
 def create_writer(workdir: str):
-  """TensorBoard files in `workdir` plus a console line per write, on process 0 only."""
-  from clu import metric_writers  # pylint: disable=import-outside-toplevel  (imports TF)
+  """A new TensorBoard events file in `workdir` on process 0 (`mtl_jax.events`), else nothing.
 
+  The console shows a run through `mtl_jax.progress` and `mtl_jax.report` instead.
+  """
   if jax.process_index() > 0:
-    return metric_writers.MultiWriter([])
-  return metric_writers.MultiWriter(
-      [metric_writers.SummaryWriter(workdir), ConsoleWriter()])
-
-
-def cosine_heatmap(cosines: np.ndarray, cell: int = 16) -> np.ndarray:
-  """u8[1, T*cell, T*cell, 3]: a T x T cosine matrix as an image, -1 blue, 0 white, +1 red."""
-  c = np.clip(np.nan_to_num(cosines), -1.0, 1.0)[..., None]
-  white, red, blue = np.ones(3), np.array([0.8, 0.1, 0.1]), np.array([0.1, 0.2, 0.8])
-  rgb = np.where(c >= 0, white + c * (red - white), white - c * (blue - white))
-  image = np.repeat(np.repeat(rgb, cell, axis=0), cell, axis=1)
-  return (255 * image[None]).round().astype(np.uint8)
+    return NoWriter()
+  from mtl_jax import events  # pylint: disable=import-outside-toplevel
+  return events.EventWriter(workdir)
 
 
 LOWER_IS_BETTER = ("loss", "mae", "rmse")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import os
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
@@ -25,6 +26,7 @@ import numpy as np
 import optax
 
 from mtl_jax import atomic
+from mtl_jax import best as best_lib
 from mtl_jax import build as build_lib
 from mtl_jax import checkpoint as checkpoint_lib
 from mtl_jax import config as config_lib
@@ -36,8 +38,12 @@ from mtl_jax import losses as losses_lib
 from mtl_jax import metrics as metrics_lib
 from mtl_jax import models
 from mtl_jax import optim
+from mtl_jax import predictor
+from mtl_jax import progress as progress_lib
+from mtl_jax import report
 from mtl_jax import sharding as sharding_lib
 from mtl_jax import validate
+from mtl_jax import viz
 from mtl_jax import weighting as weighting_lib
 from mtl_jax import workdir_lock
 from mtl_jax.build import Setup
@@ -415,6 +421,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tra
   `eval_every` steps, checkpoints every `checkpoint_every` steps; at the end writes
   `evaluate_final` plus "weight/<task>" to the writers and `<workdir>/final_metrics.json`.
   `run_info` (tasks, config, ...) goes to `<workdir>/run.json` and into every checkpoint.
+  The console shows progress (`mtl_jax.progress`), each evaluation and a closing table of the
+  final metrics (`mtl_jax.report`); `<workdir>/curves.png` is drawn at the end. A workdir that
+  finished already returns its `final_metrics.json` at once, writing nothing.
 
   Holds the workdir's lock (`mtl_jax.workdir_lock`) and records SIGTERM
   (`mtl_jax.interrupt`) throughout.
@@ -436,16 +445,30 @@ def _run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tr
          evaluate_periodic: Callable[[TrainState], dict[str, float]],
          evaluate_final: Callable[[TrainState], dict[str, float]]) -> tuple[TrainState, dict]:
   tasks = setup.tasks
+  if config.best_metric:  # checked on an evaluation, before training starts
+    best_lib.check_name(config.best_metric, setup.task_names)
+    best_lib.check_metric(config.best_metric, evaluate_periodic(state))
   checkpoints = checkpoint_lib.Checkpointer(workdir, config.keep_checkpoints)
   saved = checkpoints.latest_step()
   if saved is not None and saved > int(state.step):
     state = checkpoints.restore(state, run_info) or state
-    logging.info("Resuming from the checkpoint of step %d in %s", int(state.step), workdir)
   start = int(state.step)
   if interrupt.requested():  # during start-up or compilation: nothing new to save
     interrupt.reset()
     raise Interrupted(start, saved=False)
   is_lead = jax.process_index() == 0
+  show = progress_lib.for_process(
+      config.num_steps, steps_per_epoch=data.steps_per_epoch, plain_every=config.log_every,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  say = lambda message: show.announce(message) if is_lead else None
+  final_path = os.path.join(workdir, FINAL_METRICS_FILE)
+  if start >= config.num_steps and not sharding_lib.any_process(not os.path.isfile(final_path)):
+    checkpoints.close()
+    say(report.already_finished(config.num_steps, workdir))
+    with open(final_path, encoding="utf-8") as f:
+      return state, json.load(f)
+  best = best_lib.BestCheckpoint(workdir, config.best_metric) if config.best_metric else None
+  say(report.starting(start, config.num_steps, workdir))
   if is_lead:
     atomic.write_json(os.path.join(workdir, "run.json"), run_info)
   writer = metrics_lib.create_writer(workdir)
@@ -457,6 +480,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tr
 
   chunks = dispatch_chunks(start, config.num_steps, config.steps_per_dispatch,
                            (config.log_every, config.eval_every, config.checkpoint_every))
+  if chunks:
+    say("compiling the train step...")
   window_start, window_time = start, time.perf_counter()
   for (first, length), dispatch in zip(chunks, dispatches(data, setup, mesh, chunks)):
     state, summary = dispatch(state)
@@ -464,42 +489,74 @@ def _run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tr
     step = first + length
     if not guard.is_finite(summary):
       checkpoints.wait()  # the last good checkpoint may still be being written
+      show.close()
       raise NonFiniteLossError(guard.describe(summary, setup.task_names, first, length,
                                               checkpoints.latest_step()))
+    show.update(step, {t.name: float(l) for t, l in zip(tasks, summary["loss"])})
+    if first == start:  # that dispatch compiled the step: steps/s is measured after it
+      window_start, window_time = step, time.perf_counter()
     if step % config.log_every == 0 or step == config.num_steps:
-      rate = (step - window_start) / (time.perf_counter() - window_time)
       scalars = {f"train/{t.name}/loss": l for t, l in zip(tasks, summary["loss"])}
       scalars.update(metrics_lib.weight_metrics(state.task_weights, tasks))
-      scalars.update({"train/learning_rate": schedule(step - 1), "train/steps_per_s": rate})
+      scalars["train/learning_rate"] = schedule(step - 1)
+      if step > window_start:
+        scalars["train/steps_per_s"] = ((step - window_start)
+                                        / (time.perf_counter() - window_time))
       if setup.grad_wrt is not None:
         grad_scalars, cosines = metrics_lib.gradient_metrics(state.task_gram, tasks)
         scalars.update(grad_scalars)
-        writer.write_images(step, {"grad_cosines": metrics_lib.cosine_heatmap(cosines)})
+        if is_lead:
+          writer.write_images(step, {"grad_cosines": viz.cosine_heatmap(
+              cosines, setup.task_names)})
       writer.write_scalars(step, metrics_lib.to_scalars(scalars))
       window_start, window_time = step, time.perf_counter()
     if step % config.eval_every == 0 and step < config.num_steps:
-      writer.write_scalars(step, evaluate_periodic(state))
+      values = evaluate_periodic(state)
+      writer.write_scalars(step, values)
+      say(report.evaluation_line(step, values))
+      if best is not None:
+        best.update(step, values, state, run_info)
     stop = sharding_lib.any_process(interrupt.requested())  # all stop at the same step
     if step % config.checkpoint_every == 0 or step == config.num_steps or stop:
       checkpoints.save(step, state, run_info)
     if stop:
       checkpoints.wait()
-      writer.flush()
+      writer.close()
+      show.close()
+      if is_lead:
+        _write_curves(workdir)
       interrupt.reset()
       raise Interrupted(step)
   checkpoints.wait()
+  show.close()
 
   final = {**evaluate_final(state), **metrics_lib.weight_metrics(state.task_weights, tasks)}
   writer.write_scalars(config.num_steps, final)
-  writer.flush()
+  writer.close()
+  if best is not None:
+    best.update(config.num_steps, final, state, run_info)
+    best.close()
   if is_lead:
-    atomic.write_json(os.path.join(workdir, FINAL_METRICS_FILE), final)
+    atomic.write_json(final_path, final)
+    written = [final_path, os.path.join(checkpoints.directory, str(config.num_steps)),
+               getattr(writer, "path", ""), _write_curves(workdir)]
+    if best is not None:
+      written.append(f"the best {config.best_metric} ({best.best['value']:.4g}, step "
+                     f"{best.best['step']:,}) in {os.path.join(workdir, best_lib.DIRECTORY)}")
+    say(report.metrics_table(final) + "\n" + report.written([p for p in written if p]))
   checkpoints.close()
   if interrupt.requested():
     interrupt.reset()
     logging.warning("SIGTERM arrived during the final evaluation, which finished: "
                     "final_metrics.json and the checkpoint of step %d are saved", config.num_steps)
   return state, final
+
+
+def _write_curves(workdir: str) -> str:
+  """`<workdir>/curves.png` (`mtl_jax.viz.curves`); its path."""
+  path = os.path.join(workdir, viz.CURVES_FILE)
+  viz.curves(workdir, save=path)
+  return path
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -525,6 +582,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     raise ConfigError("config.dataset.name='images' trains image files: use "
                       "mtl_jax.trainer.train_from_config (or python -m mtl_jax.main)")
   validate.check_workdir(workdir)
+  report.announce(f"loading the {config.dataset.name if data is None else 'given'} data and "
+                  f"building the {config.model.name if model is None else 'given'} model...")
   if data is None:
     dataset = data_lib.load(config.dataset)
   else:
@@ -539,6 +598,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     raise ConfigError(f"config.batch_size: {e}") from None
   if config.num_epochs:
     config.num_steps = config.num_epochs * sampler.steps_per_epoch
+  user_modules = {k: v for k, v in (("backbone", backbone), ("heads", heads), ("model", model))
+                  if v is not None}
   backbone_variables = None
   if config.model.backbone_path:
     backbone, backbone_variables = backbones.load_backbone(config.model.backbone_path)
@@ -551,12 +612,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                       f"{dataset.train.inputs.shape}")
   with workdir_lock.hold(workdir, is_lead=jax.process_index() == 0):  # the first file written
     validate.check_same_config(workdir, config.to_dict())  # under the lock: no run rewrites it
-    return _train_checked(config, workdir, setup, dataset, sampler, backbone_variables, mesh)
+    return _train_checked(config, workdir, setup, dataset, sampler, backbone_variables, mesh,
+                          user_modules)
 
 
 def _train_checked(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
                    dataset: data_lib.Dataset, sampler: data_lib.Sampler,
-                   backbone_variables: dict | None, mesh) -> dict[str, float]:
+                   backbone_variables: dict | None, mesh,
+                   user_modules: dict[str, Any]) -> dict[str, float]:
   """`train_and_evaluate` once every input is checked and the workdir locked."""
   tasks = dataset.tasks
   on_device = config.dataset.data_on_device and jax.process_count() == 1
@@ -569,7 +632,9 @@ def _train_checked(config: ml_collections.ConfigDict, workdir: str, setup: Setup
     batches = data_lib.split_batches(getattr(dataset, name), tasks, config.eval_batch_size, mesh)
     return evaluate(eval_fn, state, batches, mesh, name)
 
-  run_info = {"tasks": [t.to_json() for t in tasks], "config": config.to_dict()}
+  run_info = {"tasks": [t.to_json() for t in tasks], "config": config.to_dict(),
+              **predictor.record(workdir, dataset.train.inputs.shape[1:],
+                                 sampler.steps_per_epoch, user_modules)}
   _, final = run(config, workdir, setup, train_data, state, mesh=mesh, run_info=run_info,
                  evaluate_periodic=lambda s: evaluate_split(s, "val"),
                  evaluate_final=lambda s: {**evaluate_split(s, "val"),

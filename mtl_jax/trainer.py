@@ -28,6 +28,10 @@ The logdir:
 | `final_metrics.json`  | `evaluate()` after the last `fit`                                 |
 | `events.out.tfevents.*` | TensorBoard: per-task losses, weights, learning rate, val metrics, |
 |                       | hparams (the configuration) and the notes                         |
+| `curves.png`          | the run's curves (`mtl_jax.viz.curves`), after every `fit`        |
+| `modules.pkl`         | the user's `heads=`/`model=`/callable losses, pickled for `load`  |
+
+`mj.load(logdir)` gives the trainer back (`MultiTaskTrainer.load`).
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import pickle
 import warnings
 from typing import Any, Callable, Mapping, Sequence
 
@@ -53,8 +56,10 @@ from mtl_jax import augment as augment_lib
 from mtl_jax import build as build_lib
 from mtl_jax import config as config_lib
 from mtl_jax import data as data_lib
+from mtl_jax import predictor
 from mtl_jax import metrics as metrics_lib
 from mtl_jax import probe as probe_lib
+from mtl_jax import report
 from mtl_jax import sharding as sharding_lib
 from mtl_jax import tasks as tasks_lib
 from mtl_jax import train as train_lib
@@ -73,7 +78,6 @@ BAD_FILES_SHOWN = 5         # bad paths named in an error message
 _RUN_FILE = "run.json"
 _DATA_FILE = "data.npz"
 _BACKBONE_DIR = "backbone"
-_USER_MODULES_FILE = "modules.pkl"  # the user's heads= or model=, pickled (load trusted runs only)
 # Config keys a resumed run may change (config.allow_config_change: any).
 _EVERY_RUN = ("num_steps", "notes", "allow_config_change")
 
@@ -214,6 +218,7 @@ def prepare(config: ml_collections.ConfigDict, train_labels: pd.DataFrame,
   downstream = _downstream_frame(downstream_labels, images.filepaths)
   frames = {"train": train_labels, "val": val_labels, DOWNSTREAM: downstream}
   num_files = sum(len(f) for f in frames.values() if f is not None)
+  report.announce(f"checking {num_files:,} image files and building the model...")
   decode = _cache_if_small(decoder(images), num_files, (*images.imshape, images.num_channels))
   frames = _without_bad_files(frames, images, decode)
   losses = {**images.task_losses.to_dict(), **dict(task_losses or {})}
@@ -561,7 +566,7 @@ class MultiTaskTrainer:
     with open(run_path, encoding="utf-8") as f:
       run_info = json.load(f)
     config = config_lib.complete(ml_collections.ConfigDict(run_info["config"]))
-    user_modules = {**_load_user_modules(logdir), **{k: v for k, v in (
+    user_modules = {**predictor.load_user_modules(logdir), **{k: v for k, v in (
         ("heads", heads), ("model", model), ("task_losses", task_losses)) if v is not None}}
     losses = user_modules.get("task_losses", {})
     try:
@@ -666,13 +671,7 @@ class MultiTaskTrainer:
     if self._inputs.backbone is not None:
       backbones.save_module(os.path.join(self.logdir, _BACKBONE_DIR), self._inputs.backbone)
     if self._inputs.user_modules:
-      try:
-        atomic.write_bytes(os.path.join(self.logdir, _USER_MODULES_FILE),
-                           pickle.dumps(self._inputs.user_modules))
-      except (pickle.PicklingError, AttributeError, TypeError) as e:
-        warnings.warn(f"the {', '.join(self._inputs.user_modules)} given cannot be saved "
-                      f"({_one_line(e)}); MultiTaskTrainer.load will need them passed again",
-                      UserWarning, stacklevel=3)
+      predictor.save_user_modules(self.logdir, self._inputs.user_modules)
     arrays = {}
     for name in ("train", "val", DOWNSTREAM):
       files = getattr(self._inputs, name)
@@ -831,15 +830,6 @@ def _make_predict_fn(setup: build_lib.Setup, mesh):
   replicated = sharding_lib.replicated(mesh)
   return jax.jit(run, in_shardings=(replicated, sharding_lib.batch_sharding(mesh)),
                  out_shardings=replicated)
-
-
-def _load_user_modules(logdir: str) -> dict:
-  """The heads= or model= a run was given ({} if none), as `_write_run` pickled them."""
-  path = os.path.join(logdir, _USER_MODULES_FILE)
-  if not os.path.isfile(path):
-    return {}
-  with open(path, "rb") as f:
-    return pickle.load(f)
 
 
 def _mesh(mesh, strategy):

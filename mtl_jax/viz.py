@@ -1,7 +1,8 @@
-"""Figures for looking at data before training: `augplot` shows what augmentation does.
+"""Figures: `augplot` shows what augmentation does, `curves` a run's training curves.
 
     import mtl_jax as mj
     mj.viz.augplot(train_labels.filepath.values, {"flip_left_right": True, "zoom_scale": 0.3})
+    mj.viz.curves("/tmp/mtl_digits")   # also written to <workdir>/curves.png by every run
 
 matplotlib is imported when a figure is drawn, not with this module. Figures are made through
 pyplot, which uses the non-interactive Agg backend when there is no display, and are then
@@ -106,3 +107,99 @@ def augplot(filepaths: Sequence[str], aug_params: bool | Mapping[str, Any] | Non
   if save is not None:
     figure.savefig(save, format="png", dpi=100)
   return figure
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures of a run: its curves, and the gradient-cosine heat map of TensorBoard.
+
+CURVES_FILE = "curves.png"
+
+
+def _series(scalars: Mapping[str, Mapping[int, float]], prefix: str,
+            suffix: str = "") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """{label: (steps, values)} of the tags "<prefix><label><suffix>", steps in order."""
+  out = {}
+  for tag, points in scalars.items():
+    if tag.startswith(prefix) and tag.endswith(suffix):
+      steps = np.array(sorted(points))
+      out[tag[len(prefix):len(tag) - len(suffix)]] = (steps, np.array([points[s] for s in steps]))
+  return out
+
+
+def _validation_series(scalars) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """{"<task> <metric>": ...} of each task's first validation metric other than its loss."""
+  chosen = {}
+  for tag in scalars:
+    parts = tag.split("/")
+    if len(parts) == 3 and parts[0] == "val" and parts[2] != "loss":
+      chosen.setdefault(parts[1], tag)
+  return {f"{task} {tag.split('/')[2]}": _series(scalars, tag)[""]
+          for task, tag in chosen.items()}
+
+
+def curves(workdir: str | os.PathLike, save: str | os.PathLike | None = None):
+  """A run's training curves as one figure: per task, the training loss, the validation
+  metric, the task weight and (when logged) the cosines between task gradients.
+
+  Reads the TensorBoard events files in `workdir` (`mtl_jax.events.read_scalars`); written
+  to `<workdir>/curves.png` at the end of every run.
+
+  Returns:
+    The `matplotlib.figure.Figure` (made without pyplot: no global state changes).
+
+  Raises:
+    ValueError: `workdir` holds no scalars.
+  """
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  from mtl_jax import events  # pylint: disable=import-outside-toplevel
+
+  scalars = events.read_scalars(os.fspath(workdir))
+  if not scalars:
+    raise ValueError(f"no TensorBoard scalars in {os.fspath(workdir)!r}: not a run's workdir")
+  panels = [("training loss", _series(scalars, "train/", "/loss"), True),
+            ("validation", _validation_series(scalars), False),
+            ("task weight", _series(scalars, "weight/"), False),
+            ("gradient cosine", _series(scalars, "grad_cosine/"), False)]
+  figure = Figure(figsize=(4.2 * len(panels), 3.4))  # a fixed layout: constrained costs 2x
+  figure.subplots_adjust(left=0.04, right=0.99, bottom=0.15, top=0.91, wspace=0.22)
+  for ax, (title, series, log) in zip(figure.subplots(1, len(panels)), panels):
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    for label, (steps, values) in series.items():
+      ax.plot(steps, values, label=label.replace("/", " / "), linewidth=1.2)
+    if not series:
+      ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes,
+              color="gray")
+      continue
+    if log and all(v.min() > 0 for _, v in series.values()):
+      ax.set_yscale("log")
+    if title == "gradient cosine":
+      ax.axhline(0.0, color="gray", linewidth=0.6)
+    ax.legend(fontsize=7, ncol=1 + len(series) // 8)
+  if save is not None:
+    figure.savefig(save, format="png", dpi=90)
+  return figure
+
+
+def cosine_heatmap(cosines: np.ndarray, names: Sequence[str]) -> np.ndarray:
+  """u8[1, H, W, 3]: the T x T cosines between task gradients as a labelled heat map (task
+  names on both axes, each cell's value, a colour bar from -1 blue to +1 red)."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+
+  t = len(names)
+  size = 2.6 + 0.35 * t
+  figure = Figure(figsize=(size + 0.8, size), dpi=80, layout="constrained")
+  canvas = FigureCanvasAgg(figure)
+  ax = figure.subplots()
+  image = ax.imshow(np.clip(np.nan_to_num(cosines), -1, 1), cmap="RdBu_r", vmin=-1, vmax=1)
+  ax.set_xticks(range(t), names, rotation=90, fontsize=8)
+  ax.set_yticks(range(t), names, fontsize=8)
+  if t <= 12:
+    for i in range(t):
+      for j in range(t):
+        ax.text(j, i, f"{cosines[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                color="white" if abs(cosines[i, j]) > 0.6 else "black")
+  figure.colorbar(image, ax=ax, label="cosine of task gradients")
+  canvas.draw()
+  return np.asarray(canvas.buffer_rgba())[None, ..., :3].copy()

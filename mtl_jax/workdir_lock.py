@@ -23,6 +23,7 @@ from mtl_jax.errors import ConfigError
 
 LOCK_FILE = "lock.json"
 _held: dict[str, int] = {}  # lock path -> how many times this process holds it
+_created: set[str] = set()  # lock paths whose workdir this process created to hold them
 
 
 def _holder() -> dict:
@@ -66,7 +67,9 @@ def acquire(workdir: str) -> str:
   if path in _held:
     _held[path] += 1
     return path
-  os.makedirs(os.path.dirname(path), exist_ok=True)
+  if not os.path.isdir(os.path.dirname(path)):
+    os.makedirs(os.path.dirname(path))
+    _created.add(path)
   for _ in range(3):  # a stale lock removed by a racing run: try again
     try:
       fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -94,6 +97,10 @@ def release(path: str) -> None:
     del _held[path]
     if _read(path) == _holder():
       os.remove(path)
+    if path in _created:  # a run that stopped before its first file leaves no workdir behind
+      _created.discard(path)
+      with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(path))  # only if empty
 
 
 @contextlib.contextmanager

@@ -83,7 +83,8 @@ def test_a_command_line_mistake_prints_one_line_and_exits_2(tmp_path):
   assert result.returncode == 2, result.stderr
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("mtl_jax: error:"), result.stderr
-  assert "unexpected keyword argument 'fomr'" in lines[0]
+  assert ("has no hyper-parameter 'fomr'; its hyper-parameters: form, init_log_variance"
+          in lines[0])
   assert "Traceback" not in result.stdout + result.stderr
 
 
@@ -141,7 +142,7 @@ def test_flag_mistakes_exit_2_with_one_line(command_line, capsys, args, message)
     (["--config.tasks=digit,colour"], "unknown task 'colour'"),
     (["--config.batch_size=100"], "config.batch_size=100 does not divide over the 8 devices"),
     (["--config.weighting=uncertainty", "--config.weighting_kwargs.fomr=simple"],
-     "unexpected keyword argument 'fomr'"),
+     "has no hyper-parameter 'fomr'; its hyper-parameters: form, init_log_variance"),
     (["--config.model.name=mmeo"], "unknown config.model.name 'mmeo'"),
     (["--config.model.name=mmoe", "--config.model.kwargs.num_expert=8"],
      "config.model: model 'mmoe'.*unexpected keyword argument 'num_expert'"),
@@ -157,3 +158,17 @@ def test_config_mistakes_on_the_command_line_are_one_line_config_errors(command_
   with pytest.raises(ConfigError, match=message) as error:
     train.train_and_evaluate(config, str(tmp_path), mesh=sharding.make_mesh(jax.devices()))
   assert "\n" not in str(error.value)
+
+
+def test_help_lists_every_config_key_with_its_default_and_meaning_and_exits_0(run_main, capsys):
+  assert run_main("--help") == 0
+  out = capsys.readouterr().out
+  assert "--workdir: Directory for checkpoints and metrics." in out
+  lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  --config.")}
+  assert "the peak rate of the schedule" in lines["--config.optimizer.learning_rate=0.002"]
+  assert "--config.weighting='equal'" in lines
+  flat = lambda c, p="": [k for key, v in c.items() for k in (
+      flat(v, f"{p}{key}.") if hasattr(v, "items") and len(v) else [f"{p}{key}"])]
+  assert len(lines) == len(flat(default_config()))
+  undocumented = [k for k, line in lines.items() if len(line.split(None, 1)) < 2]
+  assert not undocumented, f"keys of default_config() without a comment: {undocumented}"

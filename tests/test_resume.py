@@ -48,12 +48,13 @@ def _env():
 
 
 def _main(workdir, *extra):
-  """`python -m mtl_jax.main` on `workdir`, which must succeed; (final metrics, stderr)."""
+  """`python -m mtl_jax.main` on `workdir`, which must succeed; (final metrics, its output)."""
   result = subprocess.run([sys.executable, "-m", "mtl_jax.main", *ARGS, f"--workdir={workdir}",
                            *extra], cwd=REPO, env=_env(), capture_output=True, text=True,
                           timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-2000:]
-  return json.loads((workdir / "final_metrics.json").read_text()), result.stderr
+  return (json.loads((workdir / "final_metrics.json").read_text()),
+          result.stdout + result.stderr)
 
 
 def _signalled_main(workdir, signum, at_step):
@@ -83,8 +84,8 @@ def test_sigkill_while_a_checkpoint_is_written_then_rerun_gives_identical_final_
   assert not (tmp_path / "final_metrics.json").exists()
   saved = _saved_steps(tmp_path)  # the step being written when killed may be missing
   assert saved and max(saved) <= 2 * CHECKPOINT_EVERY
-  final, stderr = _main(tmp_path, "--verbosity=0")  # INFO logs on
-  assert f"Resuming from the checkpoint of step {max(saved)}" in stderr  # not from scratch
+  final, output = _main(tmp_path)
+  assert f"resuming from step {max(saved)} of {NUM_STEPS}" in output  # not from scratch
   assert final == uninterrupted
 
 
@@ -99,18 +100,20 @@ def test_sigterm_saves_a_checkpoint_exits_0_and_resumes_exactly(tmp_path, uninte
   assert CHECKPOINT_EVERY < stopped_at < 2 * CHECKPOINT_EVERY
   assert max(_saved_steps(tmp_path)) == stopped_at
   assert not (tmp_path / "final_metrics.json").exists()
-  final, stderr = _main(tmp_path, "--verbosity=0")  # INFO logs on
-  assert f"Resuming from the checkpoint of step {stopped_at}" in stderr  # not from scratch
+  final, output = _main(tmp_path)
+  assert f"resuming from step {stopped_at} of {NUM_STEPS}" in output  # not from scratch
   assert final == uninterrupted
 
 
-def test_rerunning_a_finished_run_changes_nothing(tmp_path, tiny_config, one_device, caplog):
+def test_rerunning_a_finished_run_says_so_and_writes_nothing(tmp_path, tiny_config, one_device,
+                                                              capsys):
   import mtl_jax as mj  # pylint: disable=import-outside-toplevel
   final = mj.train_and_evaluate(tiny_config, str(tmp_path), mesh=one_device)
-  checkpoints = lambda: {p.name: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").iterdir()}
-  saved = checkpoints()
-  with caplog.at_level("INFO", logger="absl"):
-    assert mj.train_and_evaluate(tiny_config, str(tmp_path), mesh=one_device) == final
-  assert "Resuming from the checkpoint of step 200" in caplog.text  # nothing left to train
-  assert _saved_steps(tmp_path) == [100, 200] and checkpoints() == saved  # none written
-  assert json.loads((tmp_path / "final_metrics.json").read_text()) == final
+  files = lambda: {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+  written = files()
+  capsys.readouterr()
+  assert mj.train_and_evaluate(tiny_config, str(tmp_path), mesh=one_device) == final
+  assert capsys.readouterr().out.splitlines()[-1] == (
+      f"already finished at step 200; results in {tmp_path}")
+  assert files() == written  # no new events file, checkpoint or metrics
+  assert _saved_steps(tmp_path) == [100, 200]

@@ -262,3 +262,11 @@ def test_a_missing_dataset_on_the_command_line_prints_one_line_and_exits_2(tmp_p
   lines = capsys.readouterr().err.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("mtl_jax: error: TFDS dataset 'celeb_a'"), lines
   assert str(tmp_path / "empty") in lines[0]
+
+
+def test_without_tensorflow_a_tfds_dataset_is_one_line_naming_the_extra(monkeypatch):
+  find_spec = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec",
+                      lambda name, *a: None if name == "tensorflow" else find_spec(name, *a))
+  with pytest.raises(ConfigError, match=r"needs tensorflow: pip install 'mtl_jax\[tfds\]'"):
+    tfds_source._require_tfds("mnist")  # pylint: disable=protected-access

@@ -66,3 +66,18 @@ def test_importing_viz_loads_neither_tensorflow_nor_matplotlib():
           "print(sorted(m for m in ('tensorflow', 'matplotlib') if m in sys.modules))")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "[]"
+
+
+def test_the_cosine_heat_map_is_labelled_and_coloured_from_blue_to_red():
+  cosines = np.array([[1.0, -1.0], [-1.0, 1.0]])
+  image = viz.cosine_heatmap(cosines, ["digit", "parity"])
+  assert image.dtype == np.uint8 and image.ndim == 4 and image.shape[0] == 1
+  assert min(image.shape[1:3]) > 150  # room for the names and the colour bar (was 32x32)
+  pixels = image[0].reshape(-1, 3).astype(int)
+  red, blue = pixels[:, 0] - pixels[:, 2] > 60, pixels[:, 2] - pixels[:, 0] > 60
+  assert red.sum() > 5000 and blue.sum() > 5000  # the +1 and -1 cells
+
+
+def test_curves_of_a_directory_without_a_run_is_a_clear_error(tmp_path):
+  with pytest.raises(ValueError, match="no TensorBoard scalars"):
+    viz.curves(tmp_path)

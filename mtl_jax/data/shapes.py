@@ -53,6 +53,7 @@ def make_shapes(directory: str, n: int, missing: float = 0.3, seed: int = 0,
   rng = np.random.default_rng(seed)
   image_dir = os.path.join(os.path.abspath(directory), "images")
   os.makedirs(image_dir, exist_ok=True)
+  print(f"drawing {n:,} images into {image_dir}...", flush=True)  # a long silence otherwise
   rows = []
   for i in range(n):
     path = os.path.join(image_dir, f"shape_{i:05d}.png")

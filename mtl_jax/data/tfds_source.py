@@ -85,8 +85,9 @@ def prepared_builder(name: str, tfds_config) -> Any:
 
   Any failure to download (no network, a checksum, a file that needs a manual download) is one
   ConfigError naming the dataset and the directory, as is a missing dataset when
-  `tfds_config.download` is False.
+  `tfds_config.download` is False, and TFDS or TensorFlow not installed.
   """
+  _require_tfds(name)
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
   try:
@@ -194,6 +195,16 @@ def read_split(builder: Any, split: str, *, key: str, image: str, paths: tuple[s
     raise ConfigError(f"{key}: split {split!r} of {builder.name!r} has no examples")
   images = np.concatenate([b[0] for b in batches])
   return images, {p: np.concatenate([b[1][p] for b in batches]) for p in paths}
+
+
+def _require_tfds(name: str) -> None:
+  """ConfigError unless TFDS and the TensorFlow it reads through are installed (the `tfds`
+  extra: the base install leaves out TensorFlow's 1.3 GB)."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  missing = [m for m in ("tensorflow_datasets", "tensorflow") if importlib.util.find_spec(m) is None]
+  if missing:
+    raise ConfigError(f"{KEY}.name={name!r}: reading TFDS datasets needs {' and '.join(missing)}"
+                      ": pip install 'mtl_jax[tfds]'")
 
 
 def _select(example: dict, *, image: str, paths: tuple[str, ...],

@@ -50,11 +50,22 @@ Variables = Mapping[str, Any]
 # Saving and loading.
 
 
-def save_backbone(path: str | os.PathLike, module: nn.Module, variables: Variables) -> None:
+def save_backbone(path: str | os.PathLike, module: nn.Module | tuple[nn.Module, Variables],
+                  variables: Variables | None = None) -> None:
   """Writes `module` and `variables` to the directory `path` (created; files overwritten).
+
+  `module` may be the `(module, variables)` pair itself, as `MultiTaskTrainer.fcn` gives it:
+  `save_backbone(path, trainer.fcn)`.
 
   A `SpecStack` is stored as its spec; any other module is pickled (see the module docstring).
   """
+  if isinstance(module, tuple):
+    if variables is not None or len(module) != 2:
+      raise TypeError("save_backbone takes (path, module, variables) or (path, (module, "
+                      "variables))")
+    module, variables = module
+  if variables is None:
+    raise TypeError("save_backbone needs the backbone's variables")
   path = os.fspath(path)
   if isinstance(module, SpecStack):
     info = {"format": "spec", "spec": list(parse_spec(module.spec)),

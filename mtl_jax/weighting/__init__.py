@@ -71,6 +71,12 @@ def get(name: str, *, context: Mapping[str, Any] | None = None, **hyperparameter
     raise ValueError(f"unknown weighting {name!r}; known: {sorted(REGISTRY)}")
   make = REGISTRY[name]
   accepted = inspect.signature(make).parameters
+  if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+    unknown = sorted(set(hyperparameters) - set(accepted) - set(CONTEXT_KEYS))
+    if unknown:
+      valid = [k for k in accepted if k not in CONTEXT_KEYS]
+      raise ValueError(f"weighting {name!r} has no hyper-parameter {', '.join(map(repr, unknown))}"
+                       f"; its hyper-parameters: {', '.join(valid) if valid else 'none'}")
   kwargs = {k: v for k, v in (context or {}).items()
             if k in accepted and k not in hyperparameters}
   try:
