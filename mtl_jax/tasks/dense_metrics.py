@@ -63,9 +63,10 @@ def mean_iou(counts: np.ndarray) -> float:
 class AngleHistogram(clu_metrics.Metric):
   """Counts of angles (degrees) in `ANGLE_BINS` equal bins over [0, 180]; computes the median.
 
-  The median is read off the cumulative counts, linearly interpolated inside the bin where
-  they reach half the total: exact for angles spread evenly inside their bin, and never further
-  than one bin width (0.01 degree) from `np.median` of the angles themselves.
+  The median is `np.median`'s, the middle order statistic (the mean of the two middle ones for
+  an even count), each located in its bin by the cumulative counts and placed inside it as if
+  the bin's angles were spread evenly: so never further than one bin width (0.01 degree) from
+  the exact median.
   """
   counts: jnp.ndarray
 
@@ -94,10 +95,16 @@ class AngleHistogram(clu_metrics.Metric):
 def histogram_median(counts: np.ndarray, high: float = MAX_ANGLE) -> float:
   """The median of values binned in `len(counts)` equal bins over [0, high] (see
   `AngleHistogram`); NaN for no values."""
-  total = counts.sum()
+  total = int(counts.sum())
   if total <= 0:
     return float("nan")
-  width = high / len(counts)
-  below = np.cumsum(counts) - counts
-  b = int(np.argmax(below + counts >= total / 2))
-  return float((b + (total / 2 - below[b]) / counts[b]) * width)
+  middle = [(total + 1) // 2] if total % 2 else [total // 2, total // 2 + 1]
+  return float(np.mean([order_statistic(counts, k, high / len(counts)) for k in middle]))
+
+
+def order_statistic(counts: np.ndarray, k: int, width: float) -> float:
+  """The k-th smallest (1-based) binned value, placed evenly among its bin's values."""
+  cumulative = np.cumsum(counts)
+  b = int(np.searchsorted(cumulative, k))
+  below = cumulative[b] - counts[b]
+  return float((b + (k - below - 0.5) / counts[b]) * width)
