@@ -15,8 +15,8 @@ horizontal flip with probability 1/2), per example, keyed by the example's key:
 - flip: every map mirrored left-right, and the normals' x component negated.
 
 Label maps move with the image by kind: `segmentation` (nearest), `depth` (nearest, / s),
-`normals` (bilinear, x negated on a flip); per-example labels (label_shape ()) are left as they
-are, and any other label map is refused. A missing normal (NaN) makes missing every output
+`normals` (bilinear, x negated on a flip); per-example labels (label_shape () or (k,)) are
+left as they are, and any other label map is refused. A missing normal (NaN) makes missing every output
 pixel it would contribute to with a non-zero weight; Nash-MTL interpolates its zero vectors
 instead, and like it, interpolated normals are not renormalised. Photometric changes
 (`config.augment`'s brightness, contrast, ...) touch only the image and run after this.
@@ -37,6 +37,11 @@ DenseAugmentFn = Callable[[jax.Array, jnp.ndarray, Mapping[str, jnp.ndarray]],
                           tuple[jnp.ndarray, dict]]
 NEAREST, BILINEAR = "nearest", "bilinear"
 MODES = {"segmentation": NEAREST, "depth": NEAREST, "normals": BILINEAR}
+
+
+def is_map(task: Task) -> bool:
+  """Whether the task's label is a map over the image (label_shape (H, W, ...))."""
+  return len(task.label_shape) >= 2
 
 
 def check_options(flip_left_right, scales) -> tuple[bool, tuple[float, ...]]:
@@ -62,10 +67,10 @@ def make_dense_augment(tasks: Sequence[Task], *, flip_left_right: bool = False,
   if not flip and not scales:
     return None
   for task in tasks:
-    if task.label_shape and task.kind not in MODES:
+    if is_map(task) and task.kind not in MODES:
       raise ValueError(f"task {task.name!r}: a {task.kind} label of shape {task.label_shape} "
                        f"cannot follow the image; dense_augment moves {sorted(MODES)} maps")
-  kinds = {t.name: t.kind for t in tasks if t.label_shape}
+  kinds = {t.name: t.kind for t in tasks if is_map(t)}
   scales = scales or (1.0,)
 
   def augment(key, inputs, labels):

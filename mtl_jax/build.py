@@ -89,7 +89,7 @@ def dense_augment(config: ml_collections.ConfigDict,
                   tasks: tuple[Task, ...]) -> augment_dense.DenseAugmentFn | None:
   """`config.dense_augment` for `tasks`; ConfigError when `config.augment` would move images
   away from their tasks' label maps."""
-  maps = [t.name for t in tasks if t.label_shape]
+  maps = [t.name for t in tasks if augment_dense.is_map(t)]
   moving = [k for k in GEOMETRIC if config.augment.get(k)]
   if maps and moving:
     raise ConfigError(f"config.augment.{moving[0]} moves the images but not the label maps of "

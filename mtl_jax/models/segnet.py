@@ -36,7 +36,7 @@ from mtl_jax.models import base
 from mtl_jax.models.pooling import max_pool_2x2
 from mtl_jax.tasks import Task
 
-__all__ = ["ConvBNReLU", "DenseHead", "SegNet", "SegNetTrunk", "make", "max_unpool",
+__all__ = ["ConvBNReLU", "DenseHead", "SegNet", "SegNetTrunk", "conv", "make", "max_unpool",
            "pool_with_indices", "upsample_bilinear_2x"]
 
 FILTERS = (64, 128, 256, 512, 512)
@@ -45,7 +45,8 @@ TRUNK = "trunk"
 XAVIER = nn.initializers.variance_scaling(1.0, "fan_avg", "normal")  # torch's xavier_normal_
 
 
-def _conv(width: int, kernel: int, name: str | None = None) -> nn.Conv:
+def conv(width: int, kernel: int, name: str | None = None) -> nn.Conv:
+  """A conv with SAME padding, Xavier-normal kernel and zero bias, as the reference's."""
   return nn.Conv(width, (kernel, kernel), padding="SAME", kernel_init=XAVIER,
                  bias_init=nn.initializers.zeros, name=name)
 
@@ -61,7 +62,7 @@ class ConvBNReLU(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-    return nn.relu(batch_norm(train)(_conv(self.width, 3)(x)))
+    return nn.relu(batch_norm(train)(conv(self.width, 3)(x)))
 
 
 class DenseHead(nn.Module):
@@ -70,7 +71,7 @@ class DenseHead(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    return _conv(self.channels, 1)(_conv(x.shape[-1], 3)(x))
+    return conv(self.channels, 1)(conv(x.shape[-1], 3)(x))
 
 
 def pool_with_indices(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:

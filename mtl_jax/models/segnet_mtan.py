@@ -51,8 +51,8 @@ class AttentionLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-    h = nn.relu(segnet.batch_norm(train)(segnet._conv(self.width, 1)(x)))  # pylint: disable=protected-access
-    return nn.sigmoid(segnet.batch_norm(train)(segnet._conv(self.width, 1)(h)))  # pylint: disable=protected-access
+    h = nn.relu(segnet.batch_norm(train)(segnet.conv(self.width, 1)(x)))
+    return nn.sigmoid(segnet.batch_norm(train)(segnet.conv(self.width, 1)(h)))
 
 
 class TaskAttention(nn.Module):
