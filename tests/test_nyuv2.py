@@ -8,6 +8,7 @@ import pytest
 
 import mtl_jax as mj
 from mtl_jax import config as config_lib
+from mtl_jax import optim
 from mtl_jax.data import nyuv2
 from mtl_jax.errors import ConfigError
 
@@ -104,3 +105,19 @@ def test_dense_shapes_trains_end_to_end_from_the_command_line(tmp_path, run_main
                "normals/within_11.25", "normals/within_22.5", "normals/within_30"):
     assert np.isfinite(final[f"test/{name}"]), name
   assert 0 <= final["test/segmentation/miou"] <= 1
+
+
+def test_the_nyuv2_config_is_the_nash_mtl_protocol():
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  spec = importlib.util.spec_from_file_location("nyuv2_config", "configs/nyuv2.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("path=/data/nyuv2")
+  assert (config.model.name, config.batch_size, config.num_epochs) == ("segnet_mtan", 2, 200)
+  assert config.eval_every == 795 // 2   # the test set ("val") after every epoch
+  schedule = optim.learning_rate_schedule(config.optimizer, 200 * 397)
+  rates = [float(schedule(step)) for step in (0, 100 * 397 - 1, 100 * 397, 200 * 397 - 1)]
+  np.testing.assert_allclose(rates, [1e-4, 1e-4, 5e-5, 5e-5], rtol=1e-6)  # StepLR(100, 0.5)
+  assert tuple(config.dense_augment.scales) == (1.0, 1.2, 1.5)
+  with pytest.raises(ValueError, match="unknown option"):
+    module.get_config("path=/d,epochs=3")
