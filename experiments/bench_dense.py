@@ -82,8 +82,9 @@ def jax_worker(args) -> dict:
   from mtl_jax import cpu_tuning  # pylint: disable=import-outside-toplevel
   cpu_tuning.apply()
   import jax  # pylint: disable=import-outside-toplevel
-  from mtl_jax import build, config as config_lib, sharding, train  # pylint: disable=import-outside-toplevel
-  from mtl_jax.data import nyuv2  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from mtl_jax import build, config as config_lib, sharding, train
+  from mtl_jax.data import nyuv2
 
   arrays = random_batch(0, args.batch, args.height, args.width)
   arrays["label"][0, 0, 0] = NUM_CLASSES - 1

@@ -28,11 +28,12 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # pylint: disable=wrong-import-position
-from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=wrong-import-position
-from tensorboard.util import tensor_util  # pylint: disable=wrong-import-position
+# pylint: disable=wrong-import-position
+import numpy as np
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.util import tensor_util
 
-from mtl_jax import metrics as metrics_lib  # pylint: disable=wrong-import-position
+from mtl_jax import metrics as metrics_lib
 
 METRICS = ("segmentation/miou", "segmentation/pixel_accuracy", "depth/abs_error",
            "depth/rel_error", "normals/mean_angle", "normals/median_angle",

@@ -16,10 +16,10 @@ horizontal flip with probability 1/2), per example, keyed by the example's key:
 
 Label maps move with the image by kind: `segmentation` (nearest), `depth` (nearest, / s),
 `normals` (bilinear, x negated on a flip); per-example labels (label_shape () or (k,)) are
-left as they are, and any other label map is refused. A missing normal (NaN) makes missing every output
-pixel it would contribute to with a non-zero weight; Nash-MTL interpolates its zero vectors
-instead, and like it, interpolated normals are not renormalised. Photometric changes
-(`config.augment`'s brightness, contrast, ...) touch only the image and run after this.
+left as they are, and any other label map is refused. A missing normal (NaN) makes missing
+every output pixel it would contribute to with a non-zero weight; Nash-MTL interpolates its
+zero vectors instead, and like it, interpolated normals are not renormalised. Photometric
+changes (`config.augment`'s brightness, contrast, ...) touch only the image and run after this.
 Everything is a pure function of the key, jit-compatible, with static shapes.
 """
 

@@ -36,8 +36,9 @@ class Setup:
 
   `augment(key, inputs) -> inputs` (or None) runs inside the train step, on the devices,
   never at evaluation; `augment_labels(key, inputs, labels) -> (inputs, labels)` (or None)
-  before it, moving label maps with the image (`mtl_jax.augment_dense`). `grad_wrt`: what per-task gradients are taken of, "params" (the shared
-  parameters) or "rep" (the shared representation), or None when no method needs them.
+  before it, moving label maps with the image (`mtl_jax.augment_dense`). `grad_wrt`: what
+  per-task gradients are taken of, "params" (the shared parameters) or "rep" (the shared
+  representation), or None when no method needs them.
   """
   model: nn.Module
   tx: optax.GradientTransformation

@@ -91,7 +91,7 @@ def default_config() -> ml_collections.ConfigDict:
   # On-device augmentation of images and their label maps together (mtl_jax.augment_dense):
   c.dense_augment = ml_collections.ConfigDict()
   c.dense_augment.flip_left_right = False  # mirror image and maps with probability 1/2
-  c.dense_augment.scales = ()          # random scale-crop by one of these factors, e.g. (1, 1.2, 1.5)
+  c.dense_augment.scales = ()          # crop 1/s of the image, s one of these, e.g. (1, 1.2, 1.5)
 
   c.weighting = "equal"                # a name registered in mtl_jax.weighting
   c.weighting_kwargs = ml_collections.ConfigDict()  # hyper-parameters of that method

@@ -59,8 +59,8 @@ def test_the_reader_gives_three_tasks_with_missing_pixels_encoded(root):
 def test_an_ignore_index_becomes_missing(tmp_path, root):
   for part in nyuv2.PARTS:
     os.makedirs(tmp_path / "train" / part)
-  for part in nyuv2.PARTS:
-    np.save(tmp_path / "train" / part / "0.npy", np.load(os.path.join(root, "train", part, "0.npy")))
+    np.save(tmp_path / "train" / part / "0.npy",
+            np.load(os.path.join(root, "train", part, "0.npy")))
   label = np.load(tmp_path / "train" / "label" / "0.npy")
   label[:4] = 255
   np.save(tmp_path / "train" / "label" / "0.npy", label)

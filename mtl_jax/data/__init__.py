@@ -43,5 +43,5 @@ __all__ = ["ArrayData", "BUILTIN", "Dataset", "Sampler", "Split", "StreamData",
            "eval_image_batches", "find_bad_files", "from_arrays", "host_batches",
            "image_batches", "image_decoder", "infer_tasks", "labelled_masks", "load",
            "load_dense_shapes", "load_digits", "load_mnist", "load_multi_mnist", "load_nyuv2",
-           "load_synthetic", "load_tfds", "make_dense_shapes", "make_shapes", "pad_split", "split_arrays",
-           "split_batches"]
+           "load_synthetic", "load_tfds", "make_dense_shapes", "make_shapes", "pad_split",
+           "split_arrays", "split_batches"]
