@@ -27,6 +27,10 @@ timed steps; the figure is the median. Peak memory: the device's peak bytes in u
 (`memory_stats()["peak_bytes_in_use"]`, `torch.cuda.max_memory_allocated`), else the worker's
 peak resident set (ru_maxrss, which includes the framework's own footprint).
 
+`--check` copies the PyTorch model's weights into ours (narrow widths, 32x64, batch statistics)
+and prints each task's largest output difference: 4e-5 (log-probabilities), 3e-5 (depth) and
+6e-4 (unit normals) on 2026-11-30, every one of the 102 convolutions mapped.
+
 Output (`--out`): `dense/<method>/jax_ms`, `dense/<method>/torch_ms`, `dense/<method>/ratio`
 (torch_ms / jax_ms: above 1, JAX is faster), `dense/<method>/jax_peak_mib`,
 `dense/<method>/torch_peak_mib`, the parameter counts, and for `equal` also the unprefixed
@@ -275,6 +279,58 @@ def torch_worker(args) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
+def check_outputs(filters=(4, 8, 8, 8, 8), height=32, width=64) -> dict[str, float]:
+  """{task: max |ours - theirs|}: the PyTorch model's weights copied into ours, both run on
+  the same batch with batch statistics (train mode); a check that the two are one network."""
+  import flax  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  from mtl_jax import models  # pylint: disable=import-outside-toplevel
+  from mtl_jax.tasks import Task  # pylint: disable=import-outside-toplevel
+
+  names = ("segmentation", "depth", "normals")
+  tasks = (Task(names[0], "segmentation", tuple(range(NUM_CLASSES)), label_shape=(height, width)),
+           Task(names[1], "depth", label_shape=(height, width)),
+           Task(names[2], "normals", label_shape=(height, width, 3)))
+  torch.manual_seed(0)
+  theirs = torch_model(torch)(f=filters).train()
+  ours = models.get("segnet_mtan", tasks, filters=filters)
+  x = np.random.default_rng(0).random((2, height, width, 3), np.float32)
+  variables = ours.init(jax.random.PRNGKey(0), jnp.asarray(x))
+  params = flax.core.unfreeze(variables["params"])
+
+  def copy(scope, module):
+    scope["kernel"] = module.weight.detach().numpy().transpose(2, 3, 1, 0)
+    scope["bias"] = module.bias.detach().numpy()
+
+  for i in range(5):
+    trunk = params["trunk"]
+    copy(trunk[f"encoder_{i}"]["Conv_0"], theirs.enc_first[i][0])
+    copy(trunk[f"decoder_{i}"]["Conv_0"], theirs.dec_first[i][0])
+    for k, block in enumerate(theirs.enc_rest[i]):
+      copy(trunk[f"encoder_{i}_{k}"]["Conv_0"], block[0])
+    for k, block in enumerate(theirs.dec_rest[i]):
+      copy(trunk[f"decoder_{i}_{k}"]["Conv_0"], block[0])
+    copy(params["shared_attention"][f"encoder_{i}"]["Conv_0"], theirs.enc_block_att[i][0])
+    copy(params["shared_attention"][f"decoder_{i}"]["Conv_0"], theirs.dec_block_att[i][0])
+    for t, name in enumerate(names):
+      for side, layers in (("encoder", theirs.enc_att), ("decoder", theirs.dec_att)):
+        copy(params[f"attention_{name}"][f"{side}_{i}"]["Conv_0"], layers[t][i][0])
+        copy(params[f"attention_{name}"][f"{side}_{i}"]["Conv_1"], layers[t][i][3])
+  for t, name in enumerate(names):
+    copy(params[f"head_{name}"]["Conv_0"], theirs.heads[t][0])
+    copy(params[f"head_{name}"]["Conv_1"], theirs.heads[t][1])
+  outputs, _ = ours.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                          jnp.asarray(x), train=True, mutable=["batch_stats"])
+  mine = {names[0]: jax.nn.log_softmax(outputs[names[0]]), names[1]: outputs[names[1]],
+          names[2]: tasks[2].kind_spec.prepare(tasks[2], outputs[names[2]])}
+  with torch.no_grad():
+    reference = theirs.decode(theirs.encode(torch.from_numpy(x.transpose(0, 3, 1, 2))))
+  return {name: float(np.abs(np.asarray(mine[name]) - r.numpy().transpose(0, 2, 3, 1)).max())
+          for name, r in zip(names, reference)}
+
+
 def run_worker(framework: str, method: str, args) -> dict:
   command = [sys.executable, os.path.abspath(__file__), "--worker", framework, "--method",
              method, "--steps", str(args.steps), "--warmup", str(args.warmup), "--height",
@@ -294,8 +350,13 @@ def main() -> None:
   parser.add_argument("--height", type=int, default=288)
   parser.add_argument("--width", type=int, default=384)
   parser.add_argument("--batch", type=int, default=2)
+  parser.add_argument("--check", action="store_true",
+                      help="only compare the two models' outputs on shared weights")
   parser.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.check:
+    print(json.dumps(check_outputs()))
+    return
   if args.worker:
     result = (jax_worker if args.worker == "jax" else torch_worker)(args)
     print(json.dumps(result))

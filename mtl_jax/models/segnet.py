@@ -71,7 +71,8 @@ class DenseHead(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    return conv(self.channels, 1)(conv(x.shape[-1], 3)(x))
+    hidden = conv(x.shape[-1], 3)(x)
+    return conv(self.channels, 1)(hidden)
 
 
 def pool_with_indices(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
