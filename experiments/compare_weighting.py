@@ -166,6 +166,12 @@ def task_metrics(final: Mapping[str, float]) -> dict[str, str]:
   return columns
 
 
+def is_fraction(name: str) -> bool:
+  """Whether a metric is a fraction the table shows in %: accuracies, mIoU, within-angle."""
+  metric = name.rsplit("/", 1)[-1]
+  return metric.endswith("accuracy") or metric == "miou" or metric.startswith("within_")
+
+
 def task_of(name: str) -> str:
   """The task of a metric name "<split>/<task>/<metric>"."""
   return name.split("/")[1]
@@ -220,16 +226,17 @@ def _cell(mean: float, std: float, scale: float = 1.0, digits: int = 2) -> str:
 def markdown_table(summary: Mapping[str, dict], columns: Mapping[str, str],
                    baseline_name: str, stl: Mapping[str, tuple[float, float]] | None = None
                    ) -> str:
-  """The results as a markdown table, methods by Δm%, best first; accuracies in %, MAE as is.
+  """The results as a markdown table, methods by Δm%, best first; fractions (`is_fraction`) in
+  %, errors as they are.
 
   `stl` ({task: (mean, std)}) adds the single-task baselines as the first row.
   """
   header = (["method"] + [f"{task_of(name)} {name.rsplit('/', 1)[-1]}"
-                          + (" (%)" if name.endswith("accuracy") else "")
+                          + (" (%)" if is_fraction(name) else "")
                           for name in columns.values()]
             + [f"Δm% vs {baseline_name}", "mean rank", "diverged"])
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  scale = lambda name: 100.0 if name.endswith("accuracy") else 1.0
+  scale = lambda name: 100.0 if is_fraction(name) else 1.0
   if stl is not None:
     cells = [STL] + [_cell(*stl[task], scale=scale(name)) for task, name in columns.items()]
     lines.append("| " + " | ".join(cells + ["0.00", "", ""]) + " |")
