@@ -19,7 +19,8 @@ head, the same steps, equal weighting) in `<out>/stl/<task>/seed<k>`: the single
 baselines of the field's protocol.
 
 Writes `<out>/results.md`: each task's test metric (accuracy for classification, MAE for
-regression) as mean ± sample std over the seeds; Δm% (Maninis et al. 2019, see
+regression, the nine metrics of the NYUv2 tables for segmentation, depth and normals: see
+`REPORTED`) as mean ± sample std over the seeds; Δm% (Maninis et al. 2019, see
 `mtl_jax.metrics.delta_m`; positive = better) of each seed against the seed mean of the
 single-task baselines (with `--stl`) or of equal weighting (without); and the mean rank of
 each method over the task metrics (`mtl_jax.metrics.mean_rank`, 1 = best, the STL row not
@@ -140,14 +141,38 @@ def run_one(config, method: str, seed: int, workdir: str,
     return None
 
 
+# The test metrics a table reports: accuracy (classification, binary), MAE (regression), and
+# the per-pixel tasks' metrics as the NYUv2 tables report them (mtl_jax.tasks.segmentation,
+# depth, normals), all of which Δm% averages, as Nash-MTL's `delta_fn` does.
+REPORTED = ("accuracy", "mae", "miou", "pixel_accuracy", "abs_error", "rel_error", "mean_angle",
+            "median_angle", "within_11.25", "within_22.5", "within_30")
+
+
 def task_metrics(final: Mapping[str, float]) -> dict[str, str]:
-  """{task: its test metric name}: accuracy for classification, else MAE."""
-  names = {}
-  for name in sorted(final):
+  """{column: test metric name}, in task order then `REPORTED` order; the column is the task
+  when it reports one metric, "<task> <metric>" when it reports several (dense tasks)."""
+  found = {}
+  for name in final:
     split, task, metric = (name.split("/") + ["", ""])[:3]
-    if split == "test" and metric in ("accuracy", "mae"):
-      names[task] = name
-  return names
+    if split == "test" and metric in REPORTED:
+      found.setdefault(task, []).append((REPORTED.index(metric), name))
+  columns = {}
+  for task in sorted(found):
+    names = [name for _, name in sorted(found[task])]
+    for name in names:
+      columns[task if len(names) == 1 else f"{task} {name.rsplit('/', 1)[-1]}"] = name
+  return columns
+
+
+def is_fraction(name: str) -> bool:
+  """Whether a metric is a fraction the table shows in %: accuracies, mIoU, within-angle."""
+  metric = name.rsplit("/", 1)[-1]
+  return metric.endswith("accuracy") or metric == "miou" or metric.startswith("within_")
+
+
+def task_of(name: str) -> str:
+  """The task of a metric name "<split>/<task>/<metric>"."""
+  return name.split("/")[1]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -167,7 +192,7 @@ def seed_means(runs: Sequence[dict | None], names: Sequence[str]) -> dict[str, f
 def stl_baseline(stl_runs: Mapping[str, Sequence[dict | None]],
                  columns: Mapping[str, str]) -> dict[str, float]:
   """Each task's metric, seed-averaged over the runs that trained that task alone."""
-  return {name: seed_means(stl_runs[task], [name])[name] for task, name in columns.items()}
+  return {name: seed_means(stl_runs[task_of(name)], [name])[name] for name in columns.values()}
 
 
 def summarise(results: Mapping[str, Sequence[dict | None]], columns: Mapping[str, str],
@@ -199,16 +224,17 @@ def _cell(mean: float, std: float, scale: float = 1.0, digits: int = 2) -> str:
 def markdown_table(summary: Mapping[str, dict], columns: Mapping[str, str],
                    baseline_name: str, stl: Mapping[str, tuple[float, float]] | None = None
                    ) -> str:
-  """The results as a markdown table, methods by Δm%, best first; accuracies in %, MAE as is.
+  """The results as a markdown table, methods by Δm%, best first; fractions (`is_fraction`) in
+  %, errors as they are.
 
   `stl` ({task: (mean, std)}) adds the single-task baselines as the first row.
   """
-  header = (["method"] + [f"{task} {name.rsplit('/', 1)[-1]}"
-                          + (" (%)" if name.endswith("accuracy") else "")
-                          for task, name in columns.items()]
+  header = (["method"] + [f"{task_of(name)} {name.rsplit('/', 1)[-1]}"
+                          + (" (%)" if is_fraction(name) else "")
+                          for name in columns.values()]
             + [f"Δm% vs {baseline_name}", "mean rank", "diverged"])
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  scale = lambda name: 100.0 if name.endswith("accuracy") else 1.0
+  scale = lambda name: 100.0 if is_fraction(name) else 1.0
   if stl is not None:
     cells = [STL] + [_cell(*stl[task], scale=scale(name)) for task, name in columns.items()]
     lines.append("| " + " | ".join(cells + ["0.00", "", ""]) + " |")
@@ -309,13 +335,13 @@ def main(argv):
 
   stl_runs, stl_cells = {}, None
   if _STL.value:
-    for task in columns:
+    for task in dict.fromkeys(task_of(name) for name in columns.values()):
       stl_runs[task], _ = run_seeds(config, BASELINE, os.path.join(out, "stl", task), [task])
     if any(not any(r is not None for r in runs) for runs in stl_runs.values()):
       sys.exit("every single-task run of a task diverged: no STL baseline for Δm%")
     baseline = stl_baseline(stl_runs, columns)
-    stl_cells = {task: mean_std([r[name] for r in stl_runs[task] if r is not None])
-                 for task, name in columns.items()}
+    stl_cells = {column: mean_std([r[name] for r in stl_runs[task_of(name)] if r is not None])
+                 for column, name in columns.items()}
   else:
     baseline = seed_means(results[BASELINE], list(columns.values()))
   baseline_name = STL if _STL.value else BASELINE

@@ -18,6 +18,7 @@ import ml_collections
 import optax
 
 from mtl_jax import augment as augment_lib
+from mtl_jax import augment_dense
 from mtl_jax import config as config_lib
 from mtl_jax import models
 from mtl_jax import optim
@@ -34,8 +35,10 @@ class Setup:
   """The static pieces of a run: model, optimizer, weighting, tasks and augmentation.
 
   `augment(key, inputs) -> inputs` (or None) runs inside the train step, on the devices,
-  never at evaluation. `grad_wrt`: what per-task gradients are taken of, "params" (the shared
-  parameters) or "rep" (the shared representation), or None when no method needs them.
+  never at evaluation; `augment_labels(key, inputs, labels) -> (inputs, labels)` (or None)
+  before it, moving label maps with the image (`mtl_jax.augment_dense`). `grad_wrt`: what
+  per-task gradients are taken of, "params" (the shared parameters) or "rep" (the shared
+  representation), or None when no method needs them.
   """
   model: nn.Module
   tx: optax.GradientTransformation
@@ -43,6 +46,7 @@ class Setup:
   tasks: tuple[Task, ...]
   augment: augment_lib.AugmentFn | None = None
   grad_wrt: str | None = None
+  augment_labels: augment_dense.DenseAugmentFn | None = None
 
   @property
   def task_names(self) -> tuple[str, ...]:
@@ -75,7 +79,26 @@ def build_setup(config: ml_collections.ConfigDict, tasks: Sequence[Task], *,
   # Pixels of 8-bit images (and of 16-bit ones, scaled alike) lie in [0, 255 / norm].
   augment = augment_lib.make_augment(config.augment.to_dict(),
                                      value_range=(0.0, 255.0 / config.images.norm))
-  return Setup(model, tx, weighting, tasks, augment, grad_wrt)
+  return Setup(model, tx, weighting, tasks, augment, grad_wrt, dense_augment(config, tasks))
+
+
+# config.augment's options that move pixels, which label maps would have to follow.
+GEOMETRIC = ("flip_left_right", "flip_up_down", "rot90", "zoom_scale")
+
+
+def dense_augment(config: ml_collections.ConfigDict,
+                  tasks: tuple[Task, ...]) -> augment_dense.DenseAugmentFn | None:
+  """`config.dense_augment` for `tasks`; ConfigError when `config.augment` would move images
+  away from their tasks' label maps."""
+  maps = [t.name for t in tasks if augment_dense.is_map(t)]
+  moving = [k for k in GEOMETRIC if config.augment.get(k)]
+  if maps and moving:
+    raise ConfigError(f"config.augment.{moving[0]} moves the images but not the label maps of "
+                      f"{maps}; use config.dense_augment (flip_left_right, scales)")
+  try:
+    return augment_dense.make_dense_augment(tasks, **config.dense_augment.to_dict())
+  except ValueError as e:
+    raise ConfigError(f"config.dense_augment: {e}") from None
 
 
 def build_model(config: ml_collections.ConfigDict, tasks: tuple[Task, ...], *,

@@ -25,9 +25,18 @@ def default_config() -> ml_collections.ConfigDict:
   c.dataset.name = "digits"            # a built-in (mtl_jax.data.BUILTIN, "tfds" too) or "images"
   c.dataset.split_seed = 0             # the train/val/test split is a function of this
   c.dataset.missing_fraction = 0.0     # blank this fraction of each task's training labels
-  c.dataset.path = ""                  # mnist: the .npz to read; "" = TFDS `mnist`
+  c.dataset.path = ""                  # mnist: the .npz to read; "" = TFDS `mnist`; nyuv2: root
+  c.dataset.ignore_index = -1          # nyuv2: the label value of unlabelled pixels (-> -1)
   c.dataset.flatten = False            # mnist, tfds: images [N, H, W, C] -> vectors [N, H*W*C]
   c.dataset.normalize = ()             # mnist, tfds: (mean, std): inputs become (x - mean) / std
+  # dataset.name = "dense_shapes": generated scenes for the per-pixel tasks, drawn in memory
+  # (mtl_jax/data/dense_shapes.py); make_dense_shapes writes the same as NYUv2-layout files.
+  c.dataset.dense_shapes = ml_collections.ConfigDict()
+  c.dataset.dense_shapes.num_train = 400   # scenes in the train split
+  c.dataset.dense_shapes.num_val = 100     # scenes in the val split
+  c.dataset.dense_shapes.num_test = 100    # scenes in the test split
+  c.dataset.dense_shapes.size = (64, 64)   # (height, width)
+  c.dataset.dense_shapes.max_shapes = 3    # shapes per scene, at most
   c.dataset.data_on_device = True      # in-memory data: keep it on the devices, index on device
   c.tasks = ()                         # which of the dataset's tasks to train; () = all
 
@@ -81,6 +90,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.train_backbone = True        # False: the backbone is frozen (inference mode, no grad)
 
   c.augment = ml_collections.ConfigDict()  # on-device image augmentation (mtl_jax.augment)
+  # On-device augmentation of images and their label maps together (mtl_jax.augment_dense):
+  c.dense_augment = ml_collections.ConfigDict()
+  c.dense_augment.flip_left_right = False  # mirror image and maps with probability 1/2
+  c.dense_augment.scales = ()          # crop 1/s of the image, s one of these, e.g. (1, 1.2, 1.5)
 
   c.weighting = "equal"                # a name registered in mtl_jax.weighting
   c.weighting_kwargs = ml_collections.ConfigDict()  # hyper-parameters of that method
@@ -98,6 +111,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 0.0       # decoupled for adamw, added to the gradient for sgd/adam
   c.optimizer.schedule = "constant"    # constant | cosine (to 0 at num_steps) | exponential
   c.optimizer.half_life = 0.0          # exponential: steps over which the rate halves
+  c.optimizer.staircase = False        # exponential: halve at once every half_life steps
   c.optimizer.warmup_steps = 0         # linear warm-up from 0 over this many steps
   c.optimizer.grad_clip_norm = 0.0     # 0 = no clipping
 
@@ -224,11 +238,15 @@ def _validate_optimizer_values(optimizer: ml_collections.ConfigDict) -> None:
 
 
 def _validate_augment(config: ml_collections.ConfigDict) -> None:
-  from mtl_jax import augment  # pylint: disable=import-outside-toplevel
+  from mtl_jax import augment, augment_dense  # pylint: disable=import-outside-toplevel
   try:
     augment.resolve(config.augment.to_dict())
   except ValueError as e:
     raise ConfigError(f"config.augment: {e}") from None
+  try:
+    augment_dense.check_options(**config.dense_augment.to_dict())
+  except ValueError as e:
+    raise ConfigError(f"config.dense_augment.{e}") from None
 
 
 def _validate_images(images: ml_collections.ConfigDict) -> None:

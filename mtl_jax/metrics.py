@@ -80,7 +80,9 @@ def create_writer(workdir: str):
   return events.EventWriter(workdir)
 
 
-LOWER_IS_BETTER = ("loss", "mae", "rmse")
+# Per-pixel tasks: depth errors and normals' angles (mtl_jax.tasks.depth, normals); mIoU,
+# pixel accuracy and the "within_<degrees>" fractions are higher-is-better like accuracy.
+LOWER_IS_BETTER = ("loss", "mae", "rmse", "abs_error", "rel_error", "mean_angle", "median_angle")
 
 
 def lower_is_better(name: str) -> bool:

@@ -7,13 +7,15 @@ import optax
 
 def learning_rate_schedule(opt_config, num_steps: int) -> optax.Schedule:
   """Linear warm-up to `learning_rate`, then constant, cosine decay to 0 at `num_steps`, or
-  exponential decay halving every `half_life` steps (smoothly, not in stairs)."""
+  exponential decay halving every `half_life` steps (smoothly, or in stairs with `staircase`,
+  as PyTorch's StepLR(step_size=half_life, gamma=0.5))."""
   peak, warmup = opt_config.learning_rate, opt_config.warmup_steps
   if opt_config.schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(0.0 if warmup else peak, peak, warmup,
                                               max(num_steps, warmup + 1))
   if opt_config.schedule == "exponential":
-    after = optax.exponential_decay(peak, opt_config.half_life, 0.5)
+    after = optax.exponential_decay(peak, opt_config.half_life, 0.5,
+                                    staircase=opt_config.staircase)
   else:
     after = optax.constant_schedule(peak)
   if warmup:

@@ -96,8 +96,10 @@ class Interrupted(Exception):
 # The step.
 
 
-# fold_in(step key, AUGMENT_STREAM) keys the step's augmentation.
+# fold_in(step key, AUGMENT_STREAM) keys the step's augmentation, LABEL_AUGMENT_STREAM the
+# augmentation of images with their label maps.
 AUGMENT_STREAM = 1
+LABEL_AUGMENT_STREAM = 2
 
 
 def _apply(setup: Setup, params, model_state, frozen, inputs, *, train: bool, rng=None,
@@ -212,13 +214,16 @@ def train_step(setup: Setup, state: TrainState, batch: dict) -> tuple[TrainState
   gradients for gradient methods), the combined gradient, the optimizer update."""
   step_key = jax.random.fold_in(state.rng, state.step)
   dropout_key, weighting_key = jax.random.split(step_key)
-  inputs = batch["inputs"]
+  inputs, labels = batch["inputs"], batch["labels"]
+  if setup.augment_labels is not None:
+    inputs, labels = setup.augment_labels(jax.random.fold_in(step_key, LABEL_AUGMENT_STREAM),
+                                          inputs, labels)
   if setup.augment is not None:
     inputs = setup.augment(jax.random.fold_in(step_key, AUGMENT_STREAM), inputs)
   weighting_inputs = weighting_lib.WeightingInputs(None, None, None, weighting_key, state.step)
   combine = _loss_weighted_grads if setup.grad_wrt is None else _task_gradient_grads
   grads, losses, weights, weighting_state, model_state, gram = combine(
-      setup, state, inputs, batch["labels"], dropout_key, weighting_inputs)
+      setup, state, inputs, labels, dropout_key, weighting_inputs)
   if models.base.has_regularizer(setup.model):
     grads = jax.tree.map(jnp.add, grads, _regularizer_grads(setup, state, inputs, dropout_key))
   updates, opt_state = setup.tx.update(grads, state.opt_state.optimizer, state.params)

@@ -54,6 +54,7 @@ _SLOW_FIRST = (
     "test_user_models.py::test_the_trainer_takes_a_whole_user_model",
     "test_user_models.py::test_the_trainer_takes_user_heads_on_a_registered_architecture",
     "test_arch_ltb.py::test_a_stopped_run",
+    "test_nyuv2.py::test_dense_shapes_trains_end_to_end_from_the_command_line",
 )
 
 

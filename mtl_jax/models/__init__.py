@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import flax.linen as nn
 
 from mtl_jax.models import (base, cgc, cross_stitch, dselect_k, hps, ltb, mmoe, mtan,
-                            multi_lenet, parts, ple)
+                            multi_lenet, parts, ple, segnet, segnet_mtan)
 from mtl_jax.models.base import ModelSpec
 from mtl_jax.models.backbones import load_backbone, save_backbone
 from mtl_jax.models.hps import HardParameterSharing
@@ -31,11 +31,14 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "mtan": mtan.make,
     "ltb": ltb.make,
     "multi_lenet": multi_lenet.make,
+    "segnet": segnet.make,
+    "segnet_mtan": segnet_mtan.make,
 }
 
-# Networks fixed by their paper for one input (MultiLeNet: 28x28 images); they refuse layer
+# Networks fixed by their paper for one input (MultiLeNet: 28x28 images; the SegNets: images
+# of sides divisible by 32 and per-pixel tasks); they refuse layer
 # specs, so sweeps over "every architecture" on other data leave them out.
-FIXED_NETWORKS = ("multi_lenet",)
+FIXED_NETWORKS = ("multi_lenet", "segnet", "segnet_mtan")
 
 
 def spec_built() -> list[str]:

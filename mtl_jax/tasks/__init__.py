@@ -4,6 +4,9 @@
     Task("smiling", "binary")                                  # one logit, classes (0, 1)
     Task("age", "regression", loss="huber")
     Task("depth", "regression", label_shape=(64, 64))          # element-wise labels
+    Task("seg", "segmentation", tuple(range(13)), label_shape=(288, 384))   # per-pixel kinds:
+    Task("depth", "depth", label_shape=(288, 384))                          # segmentation,
+    Task("normals", "normals", label_shape=(288, 384, 3))                   # depth, normals
 
 A task's kind (`KINDS`, one file per kind, see `base.Kind`) owns its label encoding, the head's
 output width, its per-element loss, metrics, KPI and prediction columns.

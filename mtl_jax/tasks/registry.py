@@ -3,12 +3,16 @@ subclass, and add one line here."""
 
 from __future__ import annotations
 
-from mtl_jax.tasks import base, binary, classification, regression
+from mtl_jax.tasks import (base, binary, classification, depth, normals, regression,
+                           segmentation)
 
 KINDS: dict[str, base.Kind] = {
     "classification": classification.Classification(),
     "binary": binary.Binary(),
     "regression": regression.Regression(),
+    "segmentation": segmentation.Segmentation(),
+    "depth": depth.Depth(),
+    "normals": normals.Normals(),
 }
 
 

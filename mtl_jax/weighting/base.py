@@ -76,7 +76,7 @@ class Weighting(NamedTuple):
 
 # Task kinds whose KPI is an error (lower is better, unbounded), e.g. regression's mean absolute
 # error; every other kind ("classification", "binary", ...) has an accuracy KPI in [0, 1].
-ERROR_KINDS = frozenset({REGRESSION})
+ERROR_KINDS = frozenset({REGRESSION, "depth", "normals"})
 
 
 def task_kinds(tasks: Sequence[Task | str] | int) -> tuple[str, ...]:
