@@ -143,6 +143,8 @@ def test_flag_mistakes_exit_2_with_one_line(command_line, capsys, args, message)
     (["--config.batch_size=100"], "config.batch_size=100 does not divide over the 8 devices"),
     (["--config.weighting=uncertainty", "--config.weighting_kwargs.fomr=simple"],
      "unexpected keyword argument 'fomr'"),
+    (["--config.weighting_kwargs.log_losses=True"],
+     "weighting 'equal': log_losses=True runs a gradient method.*'si'"),
     (["--config.model.name=mmeo"], "unknown config.model.name 'mmeo'"),
     (["--config.model.name=mmoe", "--config.model.kwargs.num_expert=8"],
      "config.model: model 'mmoe'.*unexpected keyword argument 'num_expert'"),

@@ -3,6 +3,9 @@
 To add a method: write `mtl_jax/weighting/<name>.py` with a `make(**hyperparameters)` that
 returns a `Weighting` (see base.py), and add one line to REGISTRY.
 
+Every gradient method (needs "gram" or "grads") also runs on the gradients of log L_i with
+`get(name, log_losses=True)` (`log_losses.py`, DB-MTL's log-MGDA, log-CAGrad, ...).
+
 A `make` may also declare run facts among its parameters; `get` fills them from `context`
 unless given explicitly: `optimizer` (the run's optax transformation, for methods with
 learnable parameters), `steps_per_epoch` and `num_steps`.
@@ -20,6 +23,7 @@ from mtl_jax.weighting import cagrad, graddrop, gradvac, imtl, krum, mgda, pcgra
 from mtl_jax.weighting import db_mtl, excess_mtl, gradnorm, moco, modo, sdmgrad
 from mtl_jax.weighting import aligned_mtl, con_fig, dualproj, fairgrad, nash_mtl, upgrad
 from mtl_jax.weighting import ntkmtl, trimmed_mean
+from mtl_jax.weighting import log_losses as log_losses_lib
 from mtl_jax.weighting.base import (Direction, Weighting, WeightingInputs, combine, gram_matrix,
                                    make_inputs)
 
@@ -62,8 +66,10 @@ REGISTRY = {
 CONTEXT_KEYS = ("optimizer", "steps_per_epoch", "num_steps")
 
 
-def get(name: str, *, context: Mapping[str, Any] | None = None, **hyperparameters) -> Weighting:
-  """The method registered as `name`, built with `hyperparameters` and the run's `context`.
+def get(name: str, *, context: Mapping[str, Any] | None = None, log_losses: bool = False,
+        **hyperparameters) -> Weighting:
+  """The method registered as `name`, built with `hyperparameters` and the run's `context`;
+  with `log_losses`, run on the gradients of log L_i (`log_losses.on_log_losses`).
 
   Raises ValueError naming the problem: an unknown name or a bad hyper-parameter.
   """
@@ -74,8 +80,16 @@ def get(name: str, *, context: Mapping[str, Any] | None = None, **hyperparameter
   kwargs = {k: v for k, v in (context or {}).items()
             if k in accepted and k not in hyperparameters}
   try:
-    return make(**hyperparameters, **kwargs)
+    method = make(**hyperparameters, **kwargs)
   except TypeError as e:
+    raise ValueError(f"weighting {name!r}: {e}") from None
+  if not isinstance(log_losses, bool):
+    raise ValueError(f"weighting {name!r}: log_losses must be True or False, got {log_losses!r}")
+  if not log_losses:
+    return method
+  try:
+    return log_losses_lib.on_log_losses(method)
+  except ValueError as e:
     raise ValueError(f"weighting {name!r}: {e}") from None
 
 

@@ -156,6 +156,18 @@ def combine(weights: jnp.ndarray, grads: Any) -> Any:
 # sibling method.
 
 
+def log_loss_weights(losses: jnp.ndarray, mask: jnp.ndarray, eps: float) -> jnp.ndarray:
+  """f32[T]: d/dL_i sum_i log(max(L_i, 0) + eps) = 1 / (max(L_i, 0) + eps) where `mask`, else 0
+  (SI's weights; the factor `log_losses=True` puts on each task gradient).
+
+  Args:
+    losses: f32[T], the task losses.
+    mask: bool[T], the tasks with labels in the batch.
+    eps: added to each loss, guarding 1 / 0.
+  """
+  return jnp.where(mask, 1.0 / (jnp.maximum(losses, 0.0) + eps), 0.0)
+
+
 def frobenius_norm(gram: jnp.ndarray) -> jnp.ndarray:
   """f32[]: ||G||_F without overflow for large entries (Nash-MTL, FairGrad)."""
   scale = jnp.max(jnp.abs(gram))
