@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 from mtl_jax.weighting import equal, manual
 from mtl_jax.weighting import dtp, dwa, rlw, uncertainty, uw_so
-from mtl_jax.weighting import famo, gls, si, stch
+from mtl_jax.weighting import famo, gls, go4align, si, stch
 from mtl_jax.weighting import cagrad, graddrop, gradvac, imtl, krum, mgda, pcgrad
 from mtl_jax.weighting import db_mtl, excess_mtl, gradnorm, moco, modo, sdmgrad
 from mtl_jax.weighting import aligned_mtl, con_fig, dualproj, fairgrad, nash_mtl, upgrad
@@ -39,6 +39,7 @@ REGISTRY = {
     "si": si.make,
     "uw_so": uw_so.make,
     "famo": famo.make,
+    "go4align": go4align.make,
     "stch": stch.make,
     "gradnorm": gradnorm.make,
     "moco": moco.make,
