@@ -110,6 +110,11 @@ def gradient_mode(name: str, weighting: weighting_lib.Weighting, grad_wrt: str |
   key = "config.weighting_kwargs.grad_wrt"
   if grad_wrt is not None and grad_wrt not in GRAD_WRT:
     raise ConfigError(f"{key} must be one of {GRAD_WRT}, got {grad_wrt!r}")
+  if weighting.rep_only:
+    if grad_wrt == "params":
+      raise ConfigError(f"{key}: weighting {name!r} is defined on representation gradients "
+                        "only; use grad_wrt='rep' (the default for it)")
+    grad_wrt = "rep"
   if grad_wrt == "rep" and weighting.needs != "losses" and not weighting.allows_rep:
     raise ConfigError(f"{key}: weighting {name!r} is not defined on representation gradients; "
                       "use grad_wrt='params'")

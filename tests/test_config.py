@@ -145,6 +145,8 @@ def test_flag_mistakes_exit_2_with_one_line(command_line, capsys, args, message)
      "unexpected keyword argument 'fomr'"),
     (["--config.weighting_kwargs.log_losses=True"],
      "weighting 'equal': log_losses=True runs a gradient method.*'si'"),
+    (["--config.weighting=ntkmtl_sr", "--config.weighting_kwargs.grad_wrt=params"],
+     "'ntkmtl_sr' is defined on representation gradients only"),
     (["--config.model.name=mmeo"], "unknown config.model.name 'mmeo'"),
     (["--config.model.name=mmoe", "--config.model.kwargs.num_expert=8"],
      "config.model: model 'mmoe'.*unexpected keyword argument 'num_expert'"),

@@ -22,7 +22,7 @@ from mtl_jax.weighting import famo, gls, go4align, si, stch
 from mtl_jax.weighting import cagrad, graddrop, gradvac, imtl, krum, mgda, pcgrad
 from mtl_jax.weighting import db_mtl, excess_mtl, gradnorm, moco, modo, sdmgrad
 from mtl_jax.weighting import aligned_mtl, con_fig, dualproj, fairgrad, nash_mtl, upgrad
-from mtl_jax.weighting import ntkmtl, trimmed_mean
+from mtl_jax.weighting import ntkmtl, ntkmtl_sr, trimmed_mean
 from mtl_jax.weighting import log_losses as log_losses_lib
 from mtl_jax.weighting.base import (Direction, Weighting, WeightingInputs, combine, gram_matrix,
                                    make_inputs)
@@ -58,6 +58,7 @@ REGISTRY = {
     "krum": krum.make,
     "trimmed_mean": trimmed_mean.make,
     "ntkmtl": ntkmtl.make,
+    "ntkmtl_sr": ntkmtl_sr.make,
     "dualproj": dualproj.make,
     "aligned_mtl": aligned_mtl.make,
     "con_fig": con_fig.make,

@@ -62,7 +62,9 @@ class Weighting(NamedTuple):
 
   `needs`: "losses", "gram" or "grads" (see the module docstring). `allows_rep`: whether the
   method may run on gradients of the shared representation instead of the shared parameters
-  (`weighting_kwargs.grad_wrt = "rep"`, as MGDA-UB does). `grad_state`: True when
+  (`weighting_kwargs.grad_wrt = "rep"`, as MGDA-UB does). `rep_only`: the method is defined on
+  the representation gradients alone (it reads their batch axis, as NTKMTL-SR does), so the
+  run takes them by default and refuses `grad_wrt = "params"`. `grad_state`: True when
   `init(tasks, grads_like=...)` needs the shapes of the per-task gradients [T, ...] (a pytree
   of arrays or jax.ShapeDtypeStruct like `inputs.grads`), because the state keeps
   gradient-shaped buffers, e.g. MoCo's tracked gradients (see `gradient_buffers`).
@@ -72,6 +74,7 @@ class Weighting(NamedTuple):
   needs: str = "losses"
   allows_rep: bool = False
   grad_state: bool = False
+  rep_only: bool = False
 
 
 # Task kinds whose KPI is an error (lower is better, unbounded), e.g. regression's mean absolute
@@ -166,6 +169,18 @@ def log_loss_weights(losses: jnp.ndarray, mask: jnp.ndarray, eps: float) -> jnp.
     eps: added to each loss, guarding 1 / 0.
   """
   return jnp.where(mask, 1.0 / (jnp.maximum(losses, 0.0) + eps), 0.0)
+
+
+ZERO_NTK = 1e-20  # an NTK eigenvalue <= this times the largest counts as a zero gradient
+
+
+def ntk_ratios(eigenvalues: jnp.ndarray, mask: jnp.ndarray, gamma: float) -> jnp.ndarray:
+  """f32[T]: (sum_j lambda_j / lambda_i)^gamma over the masked tasks whose NTK eigenvalue
+  lambda_i is nonzero, 0 elsewhere (NTKMTL and NTKMTL-SR, their Eq. for the task weights)."""
+  eigenvalues = jnp.where(mask, jnp.maximum(eigenvalues, 0.0), 0.0)
+  live = mask & (eigenvalues > ZERO_NTK * jnp.max(eigenvalues))
+  ratios = eigenvalues.sum() / jnp.where(live, eigenvalues, 1.0)
+  return jnp.where(live, ratios**gamma, 0.0)
 
 
 def frobenius_norm(gram: jnp.ndarray) -> jnp.ndarray:
