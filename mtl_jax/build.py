@@ -61,7 +61,8 @@ def build_setup(config: ml_collections.ConfigDict, tasks: Sequence[Task], *,
   tasks = tuple(tasks)
   model = build_model(config, tasks, backbone=backbone, heads=heads, model=model)
   tx = optim.make_optimizer(config.optimizer, config.num_steps)
-  context = {"optimizer": tx, "num_steps": config.num_steps, "steps_per_epoch": steps_per_epoch}
+  context = {"optimizer": tx, "num_steps": config.num_steps, "steps_per_epoch": steps_per_epoch,
+             "learning_rate": optim.learning_rate_schedule(config.optimizer, config.num_steps)}
   name = config_lib.weighting_name(config)
   kwargs = config_lib.weighting_kwargs(config)
   grad_wrt = kwargs.pop("grad_wrt", None)

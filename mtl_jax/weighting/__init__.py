@@ -8,7 +8,8 @@ Every gradient method (needs "gram" or "grads") also runs on the gradients of lo
 
 A `make` may also declare run facts among its parameters; `get` fills them from `context`
 unless given explicitly: `optimizer` (the run's optax transformation, for methods with
-learnable parameters), `steps_per_epoch` and `num_steps`.
+learnable parameters), `learning_rate` (its schedule, step -> rate), `steps_per_epoch` and
+`num_steps`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import inspect
 from typing import Any, Mapping
 
 from mtl_jax.weighting import equal, manual
+from mtl_jax.weighting import auto_lambda
 from mtl_jax.weighting import dtp, dwa, rlw, uncertainty, uw_so
 from mtl_jax.weighting import famo, gls, go4align, si, stch
 from mtl_jax.weighting import cagrad, graddrop, gradvac, imtl, krum, mgda, pcgrad
@@ -24,8 +26,8 @@ from mtl_jax.weighting import db_mtl, excess_mtl, gradnorm, moco, modo, sdmgrad
 from mtl_jax.weighting import aligned_mtl, con_fig, dualproj, fairgrad, nash_mtl, upgrad
 from mtl_jax.weighting import ntkmtl, ntkmtl_sr, trimmed_mean
 from mtl_jax.weighting import log_losses as log_losses_lib
-from mtl_jax.weighting.base import (Direction, Weighting, WeightingInputs, combine, gram_matrix,
-                                   make_inputs)
+from mtl_jax.weighting.base import (Direction, Lookahead, Weighting, WeightingInputs, combine,
+                                   gram_matrix, make_inputs)
 
 REGISTRY = {
     "equal": equal.make,
@@ -38,6 +40,7 @@ REGISTRY = {
     "gls": gls.make,
     "si": si.make,
     "uw_so": uw_so.make,
+    "auto_lambda": auto_lambda.make,
     "famo": famo.make,
     "go4align": go4align.make,
     "stch": stch.make,
@@ -65,7 +68,7 @@ REGISTRY = {
     "fairgrad": fairgrad.make,
 }
 
-CONTEXT_KEYS = ("optimizer", "steps_per_epoch", "num_steps")
+CONTEXT_KEYS = ("optimizer", "learning_rate", "steps_per_epoch", "num_steps")
 
 
 def get(name: str, *, context: Mapping[str, Any] | None = None, log_losses: bool = False,
@@ -95,5 +98,5 @@ def get(name: str, *, context: Mapping[str, Any] | None = None, log_losses: bool
     raise ValueError(f"weighting {name!r}: {e}") from None
 
 
-__all__ = ["CONTEXT_KEYS", "Direction", "REGISTRY", "Weighting", "WeightingInputs", "combine", "get",
-           "gram_matrix", "make_inputs"]
+__all__ = ["CONTEXT_KEYS", "Direction", "Lookahead", "REGISTRY", "Weighting", "WeightingInputs",
+           "combine", "get", "gram_matrix", "make_inputs"]
