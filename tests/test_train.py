@@ -120,12 +120,15 @@ def test_dispatches_end_on_every_logging_evaluation_and_checkpoint_step():
 
 
 def _resume_config(name):
-  """A small digits run with `name`'s weighting and 40% of the labels missing."""
+  """A small digits run with `name`'s weighting (`<method>+log`: on log losses) and 40% of the
+  labels missing."""
   config = mj.default_config()
   config.model.shared_layers, config.model.task_layers = (8,), ()  # little to compile
   config.dataset.missing_fraction = 0.4
-  config.weighting = name
+  config.weighting = name.removesuffix("+log")
   config.weighting_kwargs = {"manual": {"weights": (1.0, 0.5, 0.5)}}.get(name, {})
+  if name.endswith("+log"):
+    config.weighting_kwargs = {"log_losses": True}
   return mj.config.complete(config)
 
 
@@ -156,7 +159,8 @@ def _train_chunk(train_fn, state, source, sampler, first, length, mesh, *val):
   return train_fn(state, source, xs, *val)[0]
 
 
-@pytest.mark.parametrize("name", sorted(mj.weighting.REGISTRY))
+# Every registered method, and one on log losses (log_losses=True wraps any gradient method).
+@pytest.mark.parametrize("name", sorted(mj.weighting.REGISTRY) + ["cagrad+log"])
 def test_a_restored_checkpoint_continues_exactly_for_every_weighting(tmp_path, name):
   """State saved at step 10 and restored, weighting state included, continues bit for bit.
 

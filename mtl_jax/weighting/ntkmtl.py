@@ -24,9 +24,9 @@ G_ii / tr G (besides the clip), so they do not change when G is scaled.
 
 Deviations: a labelled task whose gradient is zero (G_ii <= 1e-20 max_j G_jj), where the ratio
 is infinite, gets weight 0 (`base.ntk_ratios`); T counts the tasks in the combination
-(labelled, nonzero gradient), as FairGrad's factor does here. The head parameters get their own task's gradient, unweighted,
-as in the code (each loss's backward reaches its head once). The shared-representation form,
-NTKMTL-SR, is `ntkmtl_sr.py`.
+(labelled, nonzero gradient), as FairGrad's factor does here. The head parameters get their
+own task's gradient, unweighted, as in the code (each loss's backward reaches its head once).
+The shared-representation form, NTKMTL-SR, is `ntkmtl_sr.py`.
 
 Missing labels: tasks without labels (zero rows of G) get weight 0 and are left out of tr(G)
 (their G_ii is 0 anyway). Gradients of the shared parameters only (`allows_rep=False`: the code
