@@ -15,13 +15,14 @@ the primary tasks' validation loss after one virtual SGD step of the model:
 alpha the model's current learning rate; then the model trains on sum_i lambda_i L_i with the
 updated lambda (heads included). The official code approximates the inner product by a central
 finite difference of the training losses along grad L^val (its `compute_hessian`, step
-0.01 / ||grad L^val||); here it is exact, one JVP of the training losses (`meta_gradient`).
+0.01 / ||grad L^val||); here it is exact: J d as the transpose of the virtual step's own VJP
+c -> J^T c (`meta_gradient`).
 Defaults of the official code: lambda starts at `init_weight` = 0.1, Adam at
 `meta_learning_rate` = 1e-4 (NYUv2; 3e-5 CityScapes, 3e-4 CIFAR-100), every task primary.
 
 Cost: per step, besides the model's own forward and backward, a forward and backward on the
-training batch (the virtual step), one on the validation batch, and a forward-mode JVP on the
-training batch (about 3-4x `equal`; see the README's cost table).
+training batch (the virtual step), one on the validation batch, and the transpose of that
+backward (see the README's cost table).
 
 Deviations: the look-ahead batch is drawn from the validation split (the official trainers draw
 it from the training set in another order), uniformly with replacement by (seed, step)
@@ -58,10 +59,14 @@ def meta_gradient(lookahead: Lookahead, weights: jnp.ndarray, primary: jnp.ndarr
   """f32[T]: d/dlambda of the primary validation loss after the virtual step theta'(lambda),
   -alpha <grad L_i^train(theta), grad L^val_pri(theta')>."""
   params = lookahead.params
-  grads = jax.grad(lambda p: jnp.dot(weights, lookahead.train_losses(p)))(params)
+  losses, backward = jax.vjp(lookahead.train_losses, params)  # c -> J^T c
+  (grads,) = backward(weights.astype(losses.dtype))
   virtual = jax.tree.map(lambda p, g: p - alpha * g.astype(p.dtype), params, grads)
   val_grad = jax.grad(lambda p: jnp.dot(primary, lookahead.val_losses(p)))(virtual)
-  _, alignment = jax.jvp(lookahead.train_losses, (params,), (val_grad,))
+  # J d as the transpose of the linear c -> J^T c (the VJP of the VJP): reverse mode only, so
+  # models with custom VJPs (mtl_jax.models.pooling) work, where a JVP would not.
+  _, transpose = jax.vjp(lambda c: backward(c)[0], jnp.zeros_like(losses))
+  (alignment,) = transpose(val_grad)
   return -alpha * alignment
 
 
