@@ -1,6 +1,6 @@
 """Auto-λ: task weights learned by a one-step look-ahead on a validation batch.
 
-Liu, Li, Kuang, Xue, Chen, Yang, Liao and Zhang, "Auto-Lambda: Disentangling Dynamic Task
+Liu, James, Davison and Johns, "Auto-Lambda: Disentangling Dynamic Task
 Relationships", TMLR 2022, https://arxiv.org/abs/2202.03091 (the one-step look-ahead
 approximation of its bi-level problem; equation numbers not checked here); official code
 github.com/lorenmt/auto-lambda (`auto_lambda.py`: `virtual_step`, `unrolled_backward`,

@@ -2,8 +2,8 @@
 
 Lin et al., "Dual-Balancing for Multi-Task Learning" (DB-MTL), 2023,
 https://arxiv.org/abs/2308.12029: balancing the loss scales by a logarithm, L_i -> log L_i,
-helps gradient methods too (the paper's log-MGDA, log-CAGrad, log-IMTL, log-Nash-MTL variants;
-section and table numbers not checked here). The gradient of log L_i is g_i / L_i, so the method runs on
+helps gradient methods too (log-MGDA, log-CAGrad, log-IMTL, log-Nash-MTL; section and table
+numbers not checked here). The gradient of log L_i is g_i / L_i, so the method runs on
 
     g'_i = g_i / (L_i + eps),    G'_st = G_st / ((L_s + eps) (L_t + eps)),
 
