@@ -15,8 +15,11 @@ Models (synthetic data, T classification tasks of 10 classes, every label presen
 Every method builds its Setup with `build.build_setup` from a config (`config.weighting`,
 `config.weighting_kwargs`), its state with `train.create_train_state`, and its jitted step is
 compiled once (`.lower().compile()`, whose `memory_analysis()` gives the temp bytes) and run
-on one fixed batch. Methods: `equal`, every registered method but `manual` (aliases once), each
-gradient method also in the representation mode (`/rep`) where it allows it, and `jacobian`:
+on one fixed batch (Auto-λ, which draws look-ahead batches from a validation split, draws them
+from that batch too). Methods: `equal`, every registered method but `manual` (aliases once),
+each gradient method also in the representation mode (`/rep`) where it allows it, the
+LOG_VARIANTS also on the gradients of log L_i (`+log`, `log_losses=True`; `--methods` takes
+`<name>+log` for any gradient method), and `jacobian`:
 the per-task gradients alone (with their Gram matrix, which every gradient method gets),
 combined with mean weights, from a method registered here for the run. On the MLP, methods
 that read only the Gram matrix take it from `gradients.dense_gram` without building J, so
@@ -75,14 +78,22 @@ MIB = 2.0 ** 20
 REFERENCES = ("trunk_forward", "trunk_backward")  # timed beside the steps, for the floor
 
 
+# Gradient methods also measured on the gradients of log L_i (`log_losses=True`, DB-MTL's
+# log-MGDA, log-CAGrad, log-IMTL, log-Nash-MTL); label "<name>+log".
+LOG_VARIANTS = ("mgda", "cagrad", "imtl", "nash_mtl")
+LOG = "+log"
+
+
 class Variant(NamedTuple):
-  """One measured configuration of a (model, T): a method and its gradient mode."""
+  """One measured configuration of a (model, T): a method, its gradient mode, log losses."""
   method: str
   grad_wrt: str | None  # "rep" for the representation mode, else None (the method's default)
+  log_losses: bool = False
 
   @property
   def label(self) -> str:
-    return self.method + ("/rep" if self.grad_wrt == "rep" else "")
+    return (self.method + (LOG if self.log_losses else "")
+            + ("/rep" if self.grad_wrt == "rep" else ""))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,13 +132,17 @@ def registered_methods() -> list[str]:
 
 
 def variants(methods: Sequence[str]) -> list[Variant]:
-  """Each method in its default mode, and gradient methods that allow it in the rep mode."""
+  """Each method in its default mode, gradient methods that allow it also in the rep mode
+  (those defined only there, such as ntkmtl_sr, run in it by default), and the LOG_VARIANTS
+  on log losses too."""
   out = []
   for name in methods:
     out.append(Variant(name, None))
     method = weighting.get(name, context={"steps_per_epoch": STEPS_PER_EPOCH, "num_steps": 1000})
-    if method.needs != "losses" and method.allows_rep:
+    if method.needs != "losses" and method.allows_rep and not method.rep_only:
       out.append(Variant(name, "rep"))
+    if name in LOG_VARIANTS:
+      out.append(Variant(name, None, log_losses=True))
   return out
 
 
@@ -150,6 +165,8 @@ def model_config(model: str, num_tasks: int, variant: Variant):
   c.weighting = variant.method
   if variant.grad_wrt is not None:
     c.weighting_kwargs.grad_wrt = variant.grad_wrt
+  if variant.log_losses:
+    c.weighting_kwargs.log_losses = True
   del num_tasks
   return c
 
@@ -181,20 +198,24 @@ class Runner(NamedTuple):
 
 def compile_runner(model: str, setup: build.Setup, state, batch: dict, mesh,
                    mlp_steps: int) -> Runner:
-  """The library's jitted step for `model`, compiled for `batch`."""
+  """The library's jitted step for `model`, compiled for `batch` (also the validation split
+that a method with `val_batch`, Auto-λ, draws its look-ahead batches from)."""
+  val = ()
+  if setup.weighting.val_batch:
+    val = (jax.device_put(batch, sharding_lib.replicated(mesh)),)
   if model == "mlp":
     fn = train.make_train_fn(setup, mesh, on_device=True)
     source = jax.device_put(batch, sharding_lib.replicated(mesh))
     index = np.tile(np.arange(len(batch["inputs"]), dtype=np.int32), (mlp_steps, 1))
     xs = jax.device_put(index, sharding_lib.batch_sharding(mesh, 1))
-    compiled = fn.lower(state, source, xs).compile()
-    run = lambda s: compiled(s, source, xs)[0]
+    compiled = fn.lower(state, source, xs, *val).compile()
+    run = lambda s: compiled(s, source, xs, *val)[0]
     steps = mlp_steps
   else:
     fn = train.make_step_fn(setup, mesh)
     batch = jax.device_put(batch, sharding_lib.batch_sharding(mesh))
-    compiled = fn.lower(state, batch).compile()
-    run = lambda s: compiled(s, batch)[0]
+    compiled = fn.lower(state, batch, *val).compile()
+    run = lambda s: compiled(s, batch, *val)[0]
     steps = 1
   return Runner(run, state, steps, temp_bytes(compiled))
 
@@ -361,10 +382,13 @@ def chosen_variants(spec: str) -> list[Variant]:
   base = [EQUAL, JACOBIAN]
   if not names:
     return variants(base + [m for m in registered_methods() if m != EQUAL])
-  plain = list(dict.fromkeys(n.removesuffix("/rep") for n in names))
+  plain = list(dict.fromkeys(n.removesuffix("/rep").removesuffix(LOG) for n in names))
   out = variants(base + [n for n in plain if n not in base])
+  out += [v for v in (Variant(n.removesuffix(LOG), None, True) for n in names if n.endswith(LOG))
+          if v not in out]  # "<name>+log" of a method outside LOG_VARIANTS
   wanted = set(names) | {EQUAL, JACOBIAN, JACOBIAN + "/rep"}
-  return [v for v in out if v.label in wanted or (v.grad_wrt is None and v.method in wanted)]
+  return [v for v in out if v.label in wanted
+          or (v.grad_wrt is None and not v.log_losses and v.method in wanted)]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -65,7 +65,8 @@ def build_setup(config: ml_collections.ConfigDict, tasks: Sequence[Task], *,
   tasks = tuple(tasks)
   model = build_model(config, tasks, backbone=backbone, heads=heads, model=model)
   tx = optim.make_optimizer(config.optimizer, config.num_steps)
-  context = {"optimizer": tx, "num_steps": config.num_steps, "steps_per_epoch": steps_per_epoch}
+  context = {"optimizer": tx, "num_steps": config.num_steps, "steps_per_epoch": steps_per_epoch,
+             "learning_rate": optim.learning_rate_schedule(config.optimizer, config.num_steps)}
   name = config_lib.weighting_name(config)
   kwargs = config_lib.weighting_kwargs(config)
   grad_wrt = kwargs.pop("grad_wrt", None)
@@ -133,6 +134,11 @@ def gradient_mode(name: str, weighting: weighting_lib.Weighting, grad_wrt: str |
   key = "config.weighting_kwargs.grad_wrt"
   if grad_wrt is not None and grad_wrt not in GRAD_WRT:
     raise ConfigError(f"{key} must be one of {GRAD_WRT}, got {grad_wrt!r}")
+  if weighting.rep_only:
+    if grad_wrt == "params":
+      raise ConfigError(f"{key}: weighting {name!r} is defined on representation gradients "
+                        "only; use grad_wrt='rep' (the default for it)")
+    grad_wrt = "rep"
   if grad_wrt == "rep" and weighting.needs != "losses" and not weighting.allows_rep:
     raise ConfigError(f"{key}: weighting {name!r} is not defined on representation gradients; "
                       "use grad_wrt='params'")

@@ -97,9 +97,11 @@ class Interrupted(Exception):
 
 
 # fold_in(step key, AUGMENT_STREAM) keys the step's augmentation, LABEL_AUGMENT_STREAM the
-# augmentation of images with their label maps.
+# augmentation of images with their label maps, VAL_STREAM the draw of the validation batch of
+# methods with `Weighting.val_batch` and that batch's dropout.
 AUGMENT_STREAM = 1
 LABEL_AUGMENT_STREAM = 2
+VAL_STREAM = 3
 
 
 def _apply(setup: Setup, params, model_state, frozen, inputs, *, train: bool, rng=None,
@@ -209,9 +211,29 @@ def _regularizer_grads(setup: Setup, state: TrainState, inputs, dropout_key):
   return jax.grad(penalty)(state.params)
 
 
-def train_step(setup: Setup, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+def _lookahead(setup: Setup, state: TrainState, inputs, labels, dropout_key, val: dict,
+               val_key) -> weighting_lib.Lookahead:
+  """The per-task losses on this step's batch and on a validation batch drawn from `val` (the
+  whole split) uniformly with replacement by `val_key`, as functions of the parameters."""
+  size = inputs.shape[0]
+  rows = jax.random.randint(val_key, (size,), 0, val["inputs"].shape[0])
+  val_batch = jax.tree.map(lambda a: a[rows], val)
+
+  def losses_on(params, x, y, key):
+    outputs, _ = _apply(setup, params, state.model_state, state.frozen, x, train=True, rng=key)
+    return losses_lib.task_losses(setup.tasks, outputs, y)[0]
+
+  return weighting_lib.Lookahead(
+      state.params, lambda p: losses_on(p, inputs, labels, dropout_key),
+      lambda p: losses_on(p, val_batch["inputs"], val_batch["labels"],
+                          jax.random.fold_in(dropout_key, VAL_STREAM)))
+
+
+def train_step(setup: Setup, state: TrainState, batch: dict,
+               val: dict | None = None) -> tuple[TrainState, dict]:
   """One step: forward, per-task losses, weights (from the losses, or from the per-task
-  gradients for gradient methods), the combined gradient, the optimizer update."""
+  gradients for gradient methods), the combined gradient, the optimizer update. `val`: the
+  whole validation split, for a method with `val_batch` (see `mtl_jax.weighting.base`)."""
   step_key = jax.random.fold_in(state.rng, state.step)
   dropout_key, weighting_key = jax.random.split(step_key)
   inputs, labels = batch["inputs"], batch["labels"]
@@ -221,6 +243,10 @@ def train_step(setup: Setup, state: TrainState, batch: dict) -> tuple[TrainState
   if setup.augment is not None:
     inputs = setup.augment(jax.random.fold_in(step_key, AUGMENT_STREAM), inputs)
   weighting_inputs = weighting_lib.WeightingInputs(None, None, None, weighting_key, state.step)
+  if setup.weighting.val_batch:
+    weighting_inputs = weighting_inputs._replace(lookahead=_lookahead(
+        setup, state, inputs, labels, dropout_key, val,
+        jax.random.fold_in(step_key, VAL_STREAM)))
   combine = _loss_weighted_grads if setup.grad_wrt is None else _task_gradient_grads
   grads, losses, weights, weighting_state, model_state, gram = combine(
       setup, state, inputs, labels, dropout_key, weighting_inputs)
@@ -250,7 +276,9 @@ def summarize(losses: jnp.ndarray, first_step: jnp.ndarray, state: TrainState) -
 
 
 def make_train_fn(setup: Setup, mesh, *, on_device: bool) -> Callable:
-  """jit(state, source, xs) -> (state, summary), running len(xs) steps in one `lax.scan`.
+  """jit(state, source, xs) -> (state, summary), running len(xs) steps in one `lax.scan`;
+  jit(state, source, xs, val) for a method with `val_batch`, `val` the whole validation split
+  on the devices (replicated).
 
   on_device: `source` is the whole training split on the devices and `xs` i32[K, B] the batch
   indices; otherwise `source` is None and `xs` the stacked batches [K, B, ...] themselves.
@@ -262,13 +290,13 @@ def make_train_fn(setup: Setup, mesh, *, on_device: bool) -> Callable:
   replicated = sharding_lib.replicated(mesh)
   batch_sharding = sharding_lib.batch_sharding(mesh)
 
-  def run(state, source, xs):
+  def run(state, source, xs, val=None):
     first_step = state.step
 
     def body(state, x):
       batch = jax.tree.map(lambda a: a[x], source) if on_device else x
       batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-      return train_step(setup, state, batch)
+      return train_step(setup, state, batch, val)
 
     if jax.tree.leaves(xs)[0].shape[0] == 1:
       state, loss = body(state, jax.tree.map(lambda a: a[0], xs))
@@ -277,19 +305,25 @@ def make_train_fn(setup: Setup, mesh, *, on_device: bool) -> Callable:
       state, losses = jax.lax.scan(body, state, xs)
     return state, summarize(losses, first_step, state)
 
-  return jax.jit(run, in_shardings=(replicated, replicated, sharding_lib.batch_sharding(mesh, 1)),
-                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+  in_shardings = (replicated, replicated, sharding_lib.batch_sharding(mesh, 1))
+  if setup.weighting.val_batch:
+    in_shardings += (replicated,)
+  return jax.jit(run, in_shardings=in_shardings, out_shardings=(replicated, replicated),
+                 donate_argnums=(0,))
 
 
 def make_step_fn(setup: Setup, mesh) -> Callable:
-  """jit(state, batch) -> (state, losses f32[T]): one train step on one global batch.
+  """jit(state, batch) -> (state, losses f32[T]): one train step on one global batch
+  (jit(state, batch, val) for a method with `val_batch`, as `make_train_fn`).
 
   For convolutional models fed from the host: XLA:CPU runs a convolution's weight gradient
   inside a `lax.scan` body without its fast kernel, ~50x slower (jax-ml/jax#12868).
   """
   replicated = sharding_lib.replicated(mesh)
-  return jax.jit(functools.partial(train_step, setup),
-                 in_shardings=(replicated, sharding_lib.batch_sharding(mesh)),
+  in_shardings = (replicated, sharding_lib.batch_sharding(mesh))
+  if setup.weighting.val_batch:
+    in_shardings += (replicated,)
+  return jax.jit(functools.partial(train_step, setup), in_shardings=in_shardings,
                  out_shardings=(replicated, replicated), donate_argnums=(0,))
 
 
@@ -390,9 +424,15 @@ def dispatches(data: TrainData, setup: Setup, mesh,
   per host batch."""
   if isinstance(data, data_lib.ArrayData):
     train_fn = make_train_fn(setup, mesh, on_device=data.on_device)
+    val = ()
+    if setup.weighting.val_batch:  # the whole validation split, once, on every device
+      val = (jax.device_put(data.val.batch(np.arange(len(data.val))),
+                            sharding_lib.replicated(mesh)),)
     for source, xs in data.chunk_inputs(chunks, mesh):
-      yield lambda state, source=source, xs=xs: train_fn(state, source, xs)
+      yield lambda state, source=source, xs=xs: train_fn(state, source, xs, *val)
     return
+  if setup.weighting.val_batch:  # the image trainer refuses these methods before any work
+    raise ValueError("a weighting method that reads validation batches needs ArrayData")
   if not chunks:
     return
   step_fn = make_step_fn(setup, mesh)
@@ -628,7 +668,10 @@ def _train_checked(config: ml_collections.ConfigDict, workdir: str, setup: Setup
   """`train_and_evaluate` once every input is checked and the workdir locked."""
   tasks = dataset.tasks
   on_device = config.dataset.data_on_device and jax.process_count() == 1
-  train_data = data_lib.ArrayData(dataset.train, sampler, on_device)
+  if setup.weighting.val_batch and not len(dataset.val):
+    raise ConfigError(f"config.weighting={config.weighting!r} draws batches from the validation "
+                      "split, which is empty")
+  train_data = data_lib.ArrayData(dataset.train, sampler, on_device, dataset.val)
   state = create_train_state(setup, config.seed, train_data.example_inputs(), mesh,
                              backbone_variables)
   eval_fn = make_eval_fn(setup, mesh)

@@ -247,6 +247,10 @@ def prepare(config: ml_collections.ConfigDict, train_labels: pd.DataFrame,
     raise ConfigError("give a whole model= or its backbone fcn=, not both")
   setup = build_lib.build_setup(config, tasks, backbone=module, heads=heads, model=model,
                                 steps_per_epoch=sampler.steps_per_epoch)
+  if setup.weighting.val_batch:
+    raise ConfigError(f"config.weighting={config.weighting!r} reads validation batches in the "
+                      "train step, which image files do not provide yet: use "
+                      "mtl_jax.train_and_evaluate with in-memory data")
   _check_model(setup, input_shape)
   if module is not None and variables is None and not config.model.train_backbone:
     warnings.warn("the backbone starts from random weights and train_fcn=False keeps them "

@@ -120,12 +120,15 @@ def test_dispatches_end_on_every_logging_evaluation_and_checkpoint_step():
 
 
 def _resume_config(name):
-  """A small digits run with `name`'s weighting and 40% of the labels missing."""
+  """A small digits run with `name`'s weighting (`<method>+log`: on log losses) and 40% of the
+  labels missing."""
   config = mj.default_config()
   config.model.shared_layers, config.model.task_layers = (8,), ()  # little to compile
   config.dataset.missing_fraction = 0.4
-  config.weighting = name
+  config.weighting = name.removesuffix("+log")
   config.weighting_kwargs = {"manual": {"weights": (1.0, 0.5, 0.5)}}.get(name, {})
+  if name.endswith("+log"):
+    config.weighting_kwargs = {"log_losses": True}
   return mj.config.complete(config)
 
 
@@ -150,13 +153,14 @@ def _fresh_state(setup, mesh):
   return jax.device_put(jax.tree.map(jnp.array, fresh), sharding.replicated(mesh))
 
 
-def _train_chunk(train_fn, state, source, sampler, first, length, mesh):
+def _train_chunk(train_fn, state, source, sampler, first, length, mesh, *val):
   xs = jax.device_put(sampler.indices(range(first, first + length)),
                       sharding.batch_sharding(mesh, 1))
-  return train_fn(state, source, xs)[0]
+  return train_fn(state, source, xs, *val)[0]
 
 
-@pytest.mark.parametrize("name", sorted(mj.weighting.REGISTRY))
+# Every registered method, and one on log losses (log_losses=True wraps any gradient method).
+@pytest.mark.parametrize("name", sorted(mj.weighting.REGISTRY) + ["cagrad+log"])
 def test_a_restored_checkpoint_continues_exactly_for_every_weighting(tmp_path, name):
   """State saved at step 10 and restored, weighting state included, continues bit for bit.
 
@@ -172,15 +176,19 @@ def test_a_restored_checkpoint_continues_exactly_for_every_weighting(tmp_path, n
   train_fn = train.make_train_fn(setup, mesh, on_device=True)
   source = jax.device_put(dataset.train.batch(np.arange(len(dataset.train))),
                           sharding.replicated(mesh))
-  middle = _train_chunk(train_fn, _fresh_state(setup, mesh), source, sampler, 0, 10, mesh)
+  val = ()  # the validation split, for methods that draw look-ahead batches from it
+  if setup.weighting.val_batch:
+    val = (jax.device_put(dataset.val.batch(np.arange(len(dataset.val))),
+                          sharding.replicated(mesh)),)
+  middle = _train_chunk(train_fn, _fresh_state(setup, mesh), source, sampler, 0, 10, mesh, *val)
   checkpoints = checkpoint.Checkpointer(str(tmp_path), keep=1)
   checkpoints.save(10, middle, {"tasks": []})
   checkpoints.wait()
-  full = _train_chunk(train_fn, middle, source, sampler, 10, 10, mesh)
+  full = _train_chunk(train_fn, middle, source, sampler, 10, 10, mesh, *val)
   restored = checkpoints.restore(full, {"tasks": []})  # `full` gives only shapes and shardings
   checkpoints.close()
   full = jax.device_get(full)
-  resumed = jax.device_get(_train_chunk(train_fn, restored, source, sampler, 10, 10, mesh))
+  resumed = jax.device_get(_train_chunk(train_fn, restored, source, sampler, 10, 10, mesh, *val))
   assert int(resumed.step) == 20
   jax.tree.map(np.testing.assert_array_equal, resumed, full)
 

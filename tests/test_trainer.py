@@ -213,6 +213,13 @@ def test_an_imshape_the_backbone_cannot_take_is_an_error_at_construction(tmp_pat
   assert not (tmp_path / "run").exists()
 
 
+def test_a_weighting_that_reads_validation_batches_is_refused_before_any_work(tmp_path, frames):
+  with pytest.raises(mj.ConfigError, match="'auto_lambda' reads validation batches"):
+    mj.MultiTaskTrainer(tmp_path / "run", *frames, TASKS, [4, "p"], task_weights="auto_lambda",
+                        **SMALL)
+  assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_a_logdir_holding_another_run_is_refused(tmp_path, frames):
   mj.MultiTaskTrainer(tmp_path, *frames, TASKS, [4, "p"], lr=1e-3, train_fcn=True, **SMALL)

@@ -76,9 +76,26 @@ def _init(method):
   return method.init(NUM_TASKS)
 
 
+def _train_losses(params):
+  return params["losses"] + params["grads"] @ params["p"]
+
+
+def _val_losses(params):
+  return params["losses"] + params["grads"] @ params["p"] / 2 + params["p"] @ params["p"] / 10
+
+
+def _lookahead(grads, losses):
+  """A model for the look-ahead methods (`val_batch`) whose parameters hold the case's J and
+  L: at p = 0 the training losses are L and task i's gradient in p is row i of J."""
+  return weighting.Lookahead({"p": jnp.zeros(J.shape[1]), "grads": jnp.asarray(grads, jnp.float32),
+                              "losses": jnp.asarray(losses, jnp.float32)},
+                             _train_losses, _val_losses)
+
+
 def _inputs(grads=J, losses=LOSSES, counts=COUNTS, kpis=KPIS, step=0):
   return weighting.make_inputs(losses, counts, kpis, key=jax.random.PRNGKey(7), step=step,
-                               grads=jnp.asarray(grads, jnp.float32))
+                               grads=jnp.asarray(grads, jnp.float32),
+                               lookahead=_lookahead(grads, losses))
 
 
 def _weights(result):

@@ -26,11 +26,14 @@ class ArrayData:
   """An in-memory split, K steps per dispatch.
 
   `on_device`: the whole split sits on the devices and each step gathers its batch by index;
-  otherwise a grain pipeline stacks each process's rows of the K batches on the host.
+  otherwise a grain pipeline stacks each process's rows of the K batches on the host. `val`:
+  the validation split, which a weighting method with `val_batch` draws batches from (it is
+  then put whole on every device).
   """
   split: Split
   sampler: Sampler
   on_device: bool
+  val: Split | None = None
 
   @property
   def steps_per_epoch(self) -> int:

@@ -3,9 +3,13 @@
 To add a method: write `mtl_jax/weighting/<name>.py` with a `make(**hyperparameters)` that
 returns a `Weighting` (see base.py), and add one line to REGISTRY.
 
+Every gradient method (needs "gram" or "grads") also runs on the gradients of log L_i with
+`get(name, log_losses=True)` (`log_losses.py`, DB-MTL's log-MGDA, log-CAGrad, ...).
+
 A `make` may also declare run facts among its parameters; `get` fills them from `context`
 unless given explicitly: `optimizer` (the run's optax transformation, for methods with
-learnable parameters), `steps_per_epoch` and `num_steps`.
+learnable parameters), `learning_rate` (its schedule, step -> rate), `steps_per_epoch` and
+`num_steps`.
 """
 
 from __future__ import annotations
@@ -14,14 +18,16 @@ import inspect
 from typing import Any, Mapping
 
 from mtl_jax.weighting import equal, manual
+from mtl_jax.weighting import auto_lambda
 from mtl_jax.weighting import dtp, dwa, rlw, uncertainty, uw_so
-from mtl_jax.weighting import famo, gls, si, stch
+from mtl_jax.weighting import famo, gls, go4align, si, stch
 from mtl_jax.weighting import cagrad, graddrop, gradvac, imtl, krum, mgda, pcgrad
 from mtl_jax.weighting import db_mtl, excess_mtl, gradnorm, moco, modo, sdmgrad
 from mtl_jax.weighting import aligned_mtl, con_fig, dualproj, fairgrad, nash_mtl, upgrad
-from mtl_jax.weighting import ntkmtl, trimmed_mean
-from mtl_jax.weighting.base import (Direction, Weighting, WeightingInputs, combine, gram_matrix,
-                                   make_inputs)
+from mtl_jax.weighting import ntkmtl, ntkmtl_sr, trimmed_mean
+from mtl_jax.weighting import log_losses as log_losses_lib
+from mtl_jax.weighting.base import (Direction, Lookahead, Weighting, WeightingInputs, combine,
+                                   gram_matrix, make_inputs)
 
 REGISTRY = {
     "equal": equal.make,
@@ -34,7 +40,9 @@ REGISTRY = {
     "gls": gls.make,
     "si": si.make,
     "uw_so": uw_so.make,
+    "auto_lambda": auto_lambda.make,
     "famo": famo.make,
+    "go4align": go4align.make,
     "stch": stch.make,
     "gradnorm": gradnorm.make,
     "moco": moco.make,
@@ -53,17 +61,21 @@ REGISTRY = {
     "krum": krum.make,
     "trimmed_mean": trimmed_mean.make,
     "ntkmtl": ntkmtl.make,
+    "ntkmtl_sr": ntkmtl_sr.make,
     "dualproj": dualproj.make,
     "aligned_mtl": aligned_mtl.make,
     "con_fig": con_fig.make,
     "fairgrad": fairgrad.make,
 }
 
-CONTEXT_KEYS = ("optimizer", "steps_per_epoch", "num_steps")
+CONTEXT_KEYS = ("optimizer", "learning_rate", "steps_per_epoch", "num_steps")
 
 
-def get(name: str, *, context: Mapping[str, Any] | None = None, **hyperparameters) -> Weighting:
-  """The method registered as `name`, built with `hyperparameters` and the run's `context`.
+def get(name: str, *, context: Mapping[str, Any] | None = None, log_losses: bool = False,
+        **hyperparameters) -> Weighting:
+  """The method registered as `name`, built with `hyperparameters` and the run's `context`;
+  with `log_losses`, run on the gradients of log L_i (`log_losses.on_log_losses`), unless the
+  method defines its own log space (a `log_losses` parameter, as STCH's official code).
 
   Raises ValueError naming the problem: an unknown name or a bad hyper-parameter.
   """
@@ -71,6 +83,9 @@ def get(name: str, *, context: Mapping[str, Any] | None = None, **hyperparameter
     raise ValueError(f"unknown weighting {name!r}; known: {sorted(REGISTRY)}")
   make = REGISTRY[name]
   accepted = inspect.signature(make).parameters
+  own_log_space = "log_losses" in accepted
+  if own_log_space:
+    hyperparameters = {**hyperparameters, "log_losses": log_losses}
   if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
     unknown = sorted(set(hyperparameters) - set(accepted) - set(CONTEXT_KEYS))
     if unknown:
@@ -80,10 +95,18 @@ def get(name: str, *, context: Mapping[str, Any] | None = None, **hyperparameter
   kwargs = {k: v for k, v in (context or {}).items()
             if k in accepted and k not in hyperparameters}
   try:
-    return make(**hyperparameters, **kwargs)
+    method = make(**hyperparameters, **kwargs)
   except TypeError as e:
+    raise ValueError(f"weighting {name!r}: {e}") from None
+  if not isinstance(log_losses, bool):
+    raise ValueError(f"weighting {name!r}: log_losses must be True or False, got {log_losses!r}")
+  if not log_losses or own_log_space:
+    return method
+  try:
+    return log_losses_lib.on_log_losses(method)
+  except ValueError as e:
     raise ValueError(f"weighting {name!r}: {e}") from None
 
 
-__all__ = ["CONTEXT_KEYS", "Direction", "REGISTRY", "Weighting", "WeightingInputs", "combine", "get",
-           "gram_matrix", "make_inputs"]
+__all__ = ["CONTEXT_KEYS", "Direction", "Lookahead", "REGISTRY", "Weighting", "WeightingInputs",
+           "combine", "get", "gram_matrix", "make_inputs"]

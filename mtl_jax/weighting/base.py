@@ -17,6 +17,13 @@ Gradient methods say what else they read with `Weighting.needs`:
 - "grads": also `inputs.grads`, the per-task gradients themselves (a pytree whose leaves have a
   leading task axis T). A method that is not a linear combination (GradDrop's per-coordinate
   masking) returns a `Direction` in place of the weights.
+A method that learns its weights by looking ahead (Auto-λ) also sets `Weighting.val_batch`: each
+step then draws a batch of the validation split, by (seed, step) so that a resumed run draws the
+same, inside the same jit-compiled step, and the method reads `inputs.lookahead` (a
+`Lookahead`): the per-task losses on the training batch and on that validation batch as
+functions of the trainable parameters, at which it may take gradients, JVPs or a virtual step.
+The loop supplies it for in-memory datasets (`train_and_evaluate`); the image trainer refuses
+such methods.
 Rows and columns of G (and rows of J) of tasks without labels in the batch are zero; a
 gradient method leaves such tasks out of its combination. Every method, loss-based ones too,
 gives a task without labels in the batch weight 0, never NaN (tests/test_weighting_properties.py
@@ -29,11 +36,25 @@ import functools
 import operator
 from typing import Any, Callable, NamedTuple, Sequence
 
+import flax
 import jax
 import jax.numpy as jnp
 import optax
 
 from mtl_jax.tasks import CLASSIFICATION, REGRESSION, Task
+
+
+@flax.struct.dataclass
+class Lookahead:
+  """The model's losses as functions of its trainable parameters, for `Weighting.val_batch`.
+
+  A pytree whose only leaves are `params`: the functions are static, so a jitted update that
+  receives one compiles once per pair of functions.
+  """
+  params: Any  # the trainable parameters of this step
+  # params -> f32[T] on this step's training batch, and on a validation batch
+  train_losses: Callable[[Any], jnp.ndarray] = flax.struct.field(pytree_node=False)
+  val_losses: Callable[[Any], jnp.ndarray] = flax.struct.field(pytree_node=False)
 
 
 class WeightingInputs(NamedTuple):
@@ -46,6 +67,7 @@ class WeightingInputs(NamedTuple):
   step: jnp.ndarray    # i32[], the train step (0-based)
   gram: jnp.ndarray | None = None  # f32[T, T], J J^T (methods with needs "gram" or "grads")
   grads: Any = None    # pytree of [T, ...] per-task gradients (methods with needs "grads")
+  lookahead: Lookahead | None = None  # methods with `val_batch`
 
 
 class Direction(NamedTuple):
@@ -62,7 +84,9 @@ class Weighting(NamedTuple):
 
   `needs`: "losses", "gram" or "grads" (see the module docstring). `allows_rep`: whether the
   method may run on gradients of the shared representation instead of the shared parameters
-  (`weighting_kwargs.grad_wrt = "rep"`, as MGDA-UB does). `grad_state`: True when
+  (`weighting_kwargs.grad_wrt = "rep"`, as MGDA-UB does). `rep_only`: the method is defined on
+  the representation gradients alone (it reads their batch axis, as NTKMTL-SR does), so the
+  run takes them by default and refuses `grad_wrt = "params"`. `grad_state`: True when
   `init(tasks, grads_like=...)` needs the shapes of the per-task gradients [T, ...] (a pytree
   of arrays or jax.ShapeDtypeStruct like `inputs.grads`), because the state keeps
   gradient-shaped buffers, e.g. MoCo's tracked gradients (see `gradient_buffers`).
@@ -72,6 +96,8 @@ class Weighting(NamedTuple):
   needs: str = "losses"
   allows_rep: bool = False
   grad_state: bool = False
+  rep_only: bool = False
+  val_batch: bool = False
 
 
 # Task kinds whose KPI is an error (lower is better, unbounded), e.g. regression's mean absolute
@@ -103,8 +129,8 @@ def labelled(counts: jnp.ndarray) -> jnp.ndarray:
   return counts > 0
 
 
-def make_inputs(losses, counts=None, kpis=None, key=None, step=0, gram=None,
-                grads=None) -> WeightingInputs:
+def make_inputs(losses, counts=None, kpis=None, key=None, step=0, gram=None, grads=None,
+                lookahead=None) -> WeightingInputs:
   """WeightingInputs with defaults for what a caller does not have (all tasks labelled).
 
   With `grads` given as one [T, D] matrix (or a pytree of [T, ...]) and no `gram`, the Gram
@@ -117,7 +143,8 @@ def make_inputs(losses, counts=None, kpis=None, key=None, step=0, gram=None,
   kpis = jnp.zeros(losses.shape, jnp.float32) if kpis is None else jnp.asarray(kpis, jnp.float32)
   key = jax.random.PRNGKey(0) if key is None else key
   return WeightingInputs(losses, counts, kpis, key, jnp.asarray(step, jnp.int32),
-                         None if gram is None else jnp.asarray(gram, jnp.float32), grads)
+                         None if gram is None else jnp.asarray(gram, jnp.float32), grads,
+                         lookahead)
 
 
 def gram_matrix(grads: Any) -> jnp.ndarray:
@@ -154,6 +181,30 @@ def combine(weights: jnp.ndarray, grads: Any) -> Any:
 # Helpers shared by several methods. A helper used by one method stays in its file; one that a
 # second method needs moves here (or to solvers.py if it is a solver), never imported from a
 # sibling method.
+
+
+def log_loss_weights(losses: jnp.ndarray, mask: jnp.ndarray, eps: float) -> jnp.ndarray:
+  """f32[T]: d/dL_i sum_i log(max(L_i, 0) + eps) = 1 / (max(L_i, 0) + eps) where `mask`, else 0
+  (SI's weights; the factor `log_losses=True` puts on each task gradient).
+
+  Args:
+    losses: f32[T], the task losses.
+    mask: bool[T], the tasks with labels in the batch.
+    eps: added to each loss, guarding 1 / 0.
+  """
+  return jnp.where(mask, 1.0 / (jnp.maximum(losses, 0.0) + eps), 0.0)
+
+
+ZERO_NTK = 1e-20  # an NTK eigenvalue <= this times the largest counts as a zero gradient
+
+
+def ntk_ratios(eigenvalues: jnp.ndarray, mask: jnp.ndarray, gamma: float) -> jnp.ndarray:
+  """f32[T]: (sum_j lambda_j / lambda_i)^gamma over the masked tasks whose NTK eigenvalue
+  lambda_i is nonzero, 0 elsewhere (NTKMTL and NTKMTL-SR, their Eq. for the task weights)."""
+  eigenvalues = jnp.where(mask, jnp.maximum(eigenvalues, 0.0), 0.0)
+  live = mask & (eigenvalues > ZERO_NTK * jnp.max(eigenvalues))
+  ratios = eigenvalues.sum() / jnp.where(live, eigenvalues, 1.0)
+  return jnp.where(live, ratios**gamma, 0.0)
 
 
 def frobenius_norm(gram: jnp.ndarray) -> jnp.ndarray:

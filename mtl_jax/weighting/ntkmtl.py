@@ -23,11 +23,10 @@ task whose gradient is small is pulled up most. The weights depend on G only thr
 G_ii / tr G (besides the clip), so they do not change when G is scaled.
 
 Deviations: a labelled task whose gradient is zero (G_ii <= 1e-20 max_j G_jj), where the ratio
-is infinite, gets weight 0; T counts the tasks in the combination (labelled, nonzero gradient),
-as FairGrad's factor does here. The head parameters get their own task's gradient, unweighted,
-as in the code (each loss's backward reaches its head once). NTKMTL-SR (the shared-
-representation form: the largest eigenvalue of each task's NTK over n = 4 chunks of the batch,
-from representation gradients) is not implemented.
+is infinite, gets weight 0 (`base.ntk_ratios`); T counts the tasks in the combination
+(labelled, nonzero gradient), as FairGrad's factor does here. The head parameters get their
+own task's gradient, unweighted, as in the code (each loss's backward reaches its head once).
+The shared-representation form, NTKMTL-SR, is `ntkmtl_sr.py`.
 
 Missing labels: tasks without labels (zero rows of G) get weight 0 and are left out of tr(G)
 (their G_ii is 0 anyway). Gradients of the shared parameters only (`allows_rep=False`: the code
@@ -40,28 +39,18 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from mtl_jax.weighting.base import Weighting, WeightingInputs, clip_factor, labelled, task_kinds
-
-ZERO_GRADIENT = 1e-20  # G_ii <= this times max_j G_jj counts as a zero gradient
-
+from mtl_jax.weighting.base import (Weighting, WeightingInputs, clip_factor, labelled, ntk_ratios,
+                                   task_kinds)
 
 class NtkmtlState(NamedTuple):
   """NTKMTL needs no state; it keeps the last step's weights for inspection."""
   weights: jnp.ndarray  # f32[T], the last step's clipped weights (0 before the first step)
 
 
-def ntk_ratios(gram: jnp.ndarray, mask: jnp.ndarray, gamma: float) -> jnp.ndarray:
-  """f32[T]: (tr(G) / G_ii)^gamma over the masked tasks with a nonzero gradient, 0 elsewhere."""
-  diag = jnp.where(mask, jnp.maximum(jnp.diag(gram), 0.0), 0.0)
-  live = mask & (diag > ZERO_GRADIENT * jnp.max(diag))
-  ratios = diag.sum() / jnp.where(live, diag, 1.0)
-  return jnp.where(live, ratios**gamma, 0.0)
-
-
 def ntkmtl_weights(gram: jnp.ndarray, mask: jnp.ndarray, gamma: float = 0.5,
                    max_norm: float = 1.0) -> jnp.ndarray:
   """f32[T]: T (tr(G) / G_ii)^gamma, the update clipped to `max_norm` (0: no clip)."""
-  ratios = ntk_ratios(gram, mask, gamma)
+  ratios = ntk_ratios(jnp.diag(gram), mask, gamma)
   weights = jnp.count_nonzero(ratios) * ratios
   trace = jnp.sum(jnp.where(mask, jnp.maximum(jnp.diag(gram), 0.0), 0.0))
   normalized = gram / jnp.where(trace > 0, trace, 1.0)  # ||d||^2 = tr(G) w^T G_n w, no overflow

@@ -25,23 +25,13 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from mtl_jax.weighting.base import Weighting, WeightingInputs, labelled, task_kinds
+from mtl_jax.weighting.base import (Weighting, WeightingInputs, labelled, log_loss_weights,
+                                   task_kinds)
 
 
 class SIState(NamedTuple):
   """SI keeps no state; the field only records the number of tasks."""
   num_tasks: jnp.ndarray  # i32[], T
-
-
-def log_loss_weights(losses: jnp.ndarray, mask: jnp.ndarray, eps: float) -> jnp.ndarray:
-  """f32[T]: d/dL_i sum_i log(max(L_i, 0) + eps) = 1 / (max(L_i, 0) + eps) where `mask`, else 0.
-
-  Args:
-    losses: f32[T], the task losses.
-    mask: bool[T], the tasks with labels in the batch.
-    eps: added to each loss, guarding 1 / 0.
-  """
-  return jnp.where(mask, 1.0 / (jnp.maximum(losses, 0.0) + eps), 0.0)
 
 
 def make(eps: float = 1e-8) -> Weighting:
