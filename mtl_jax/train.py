@@ -598,9 +598,13 @@ def _run(config: ml_collections.ConfigDict, workdir: str, setup: Setup, data: Tr
 
 
 def _write_curves(workdir: str) -> str:
-  """`<workdir>/curves.png` (`mtl_jax.viz.curves`); its path."""
+  """`<workdir>/curves.png` (`mtl_jax.viz.curves`); its path, or "" when nothing was logged yet
+  (SIGTERM during the first dispatch)."""
   path = os.path.join(workdir, viz.CURVES_FILE)
-  viz.curves(workdir, save=path)
+  try:
+    viz.curves(workdir, save=path)
+  except viz.NoScalarsError:
+    return ""
   return path
 
 

@@ -137,6 +137,10 @@ def _validation_series(scalars) -> dict[str, tuple[np.ndarray, np.ndarray]]:
           for task, tag in chosen.items()}
 
 
+class NoScalarsError(ValueError):
+  """A workdir without scalars to draw."""
+
+
 def curves(workdir: str | os.PathLike, save: str | os.PathLike | None = None):
   """A run's training curves as one figure: per task, the training loss, the validation
   metric, the task weight and (when logged) the cosines between task gradients.
@@ -148,14 +152,15 @@ def curves(workdir: str | os.PathLike, save: str | os.PathLike | None = None):
     The `matplotlib.figure.Figure` (made without pyplot: no global state changes).
 
   Raises:
-    ValueError: `workdir` holds no scalars.
+    NoScalarsError: `workdir` holds no scalars (not a run's workdir, or nothing logged yet).
   """
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
   from mtl_jax import events  # pylint: disable=import-outside-toplevel
 
   scalars = events.read_scalars(os.fspath(workdir))
   if not scalars:
-    raise ValueError(f"no TensorBoard scalars in {os.fspath(workdir)!r}: not a run's workdir")
+    raise NoScalarsError(f"no TensorBoard scalars in {os.fspath(workdir)!r}: not a run's workdir, "
+                         "or a run stopped before its first log")
   panels = [("training loss", _series(scalars, "train/", "/loss"), True),
             ("validation", _validation_series(scalars), False),
             ("task weight", _series(scalars, "weight/"), False),

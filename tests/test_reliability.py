@@ -349,6 +349,30 @@ def test_sigterm_during_start_up_exits_0_saying_nothing_was_saved(
   assert not [d for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()]
 
 
+def test_sigterm_during_compilation_saves_the_first_dispatch_before_anything_is_logged(
+    run_main, capsys, monkeypatch, tmp_path, sigterm_safety_net):
+  # SIGTERM while the first dispatch compiles: its steps finish, are saved, and the run ends
+  # with exit 0 although no scalar was logged yet for the curves.
+  from mtl_jax import train  # pylint: disable=import-outside-toplevel
+  make = train.make_train_fn
+
+  def make_then_sigterm(*args, **kwargs):
+    train_fn = make(*args, **kwargs)
+
+    def sigterm_then_train(*fn_args):
+      os.kill(os.getpid(), signal.SIGTERM)
+      return train_fn(*fn_args)
+    return sigterm_then_train
+
+  monkeypatch.setattr(train, "make_train_fn", make_then_sigterm)
+  assert run_main(*SMALL, "--config.log_every=40", "--config.eval_every=40",
+                  f"--workdir={tmp_path}") == 0
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
+      f"mtl_jax: interrupted at step {EVERY}; checkpoint saved, rerun to resume")
+  assert os.listdir(tmp_path / "checkpoints") == [str(EVERY)]
+  assert not (tmp_path / "curves.png").exists()
+
+
 def test_sigterm_during_the_final_evaluation_still_writes_final_metrics(
     run_main, caplog, monkeypatch, finished, tmp_path, sigterm_safety_net):
   from mtl_jax import train  # pylint: disable=import-outside-toplevel
