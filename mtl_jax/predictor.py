@@ -25,6 +25,7 @@ from mtl_jax import best as best_lib
 from mtl_jax import build as build_lib
 from mtl_jax import checkpoint as checkpoint_lib
 from mtl_jax import config as config_lib
+from mtl_jax import module_pickle
 from mtl_jax import sharding as sharding_lib
 from mtl_jax.errors import ConfigError
 from mtl_jax.models import backbones
@@ -35,10 +36,12 @@ USER_MODULES_FILE = "modules.pkl"  # the user's backbone=, heads= or model=, pic
 
 
 def save_user_modules(workdir: str, modules: Mapping[str, Any]) -> None:
-  """Pickles the user's modules ({"heads": ..., "model": ...}) for `load`; warns (and writes
-  nothing) when they cannot be pickled (a lambda, a local class): `load` then needs them."""
+  """Pickles the user's modules ({"heads": ..., "model": ...}) for `load` (`module_pickle`:
+  jax initializers included); warns (and writes nothing) when they cannot be pickled (a lambda,
+  a local class): `load` then needs them."""
   try:
-    atomic.write_bytes(os.path.join(workdir, USER_MODULES_FILE), pickle.dumps(dict(modules)))
+    atomic.write_bytes(os.path.join(workdir, USER_MODULES_FILE),
+                       module_pickle.dumps(dict(modules)))
   except (pickle.PicklingError, AttributeError, TypeError) as e:
     first = str(e).splitlines()[0] if str(e) else type(e).__name__
     warnings.warn(f"the {', '.join(modules)} given cannot be saved ({first}); loading the run "

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mtl_jax import atomic
+from mtl_jax import atomic, module_pickle
 from mtl_jax.errors import ConfigError
 from mtl_jax.models.specs import SpecStack, parse_spec
 
@@ -72,7 +72,7 @@ def save_backbone(path: str | os.PathLike, module: nn.Module | tuple[nn.Module, 
             "dropout_rate": module.dropout_rate}
   else:
     info = {"format": "pickle", "class": f"{type(module).__module__}.{type(module).__qualname__}"}
-    module_bytes = pickle.dumps(module)
+    module_bytes = module_pickle.dumps(module)
   os.makedirs(path, exist_ok=True)
   if info["format"] == "pickle":
     atomic.write_bytes(os.path.join(path, _MODULE_FILE), module_bytes)
