@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 import mtl_jax as mj
-from mtl_jax.tasks import Task
 
 from contract_models import FrozenTrunk
 

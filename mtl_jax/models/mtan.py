@@ -41,7 +41,7 @@ the contract (`mtl_jax.models.base`) allows. `attention_masks(x)` returns the ma
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
