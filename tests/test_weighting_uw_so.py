@@ -38,7 +38,7 @@ def test_the_temperature_moves_between_one_hot_on_the_smallest_loss_and_uniform(
 
 
 def test_a_task_without_labels_gets_weight_zero_and_the_others_sum_to_one():
-  w = _weights([0.5, 0.0, 2.0], counts=[4, 0, 4])
+  w = _weights([0.5, 0.0, 2.0], counts=[4, 0, 4], temperature=1.0)
   labelled = _softmax(np.array([1 / 0.5, 1 / 2.0]))  # the softmax over tasks 0 and 2 only
   np.testing.assert_allclose(w, [labelled[0], 0.0, labelled[1]], rtol=1e-5)
   np.testing.assert_array_equal(_weights([0.0, 0.0], counts=[0, 0]), [0.0, 0.0])
