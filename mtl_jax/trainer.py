@@ -419,17 +419,6 @@ def _jsonable(value: Any) -> Any:
   return json.loads(json.dumps(value))
 
 
-def _first_difference(saved: Any, current: Any, prefix: str = "config") -> str | None:
-  """The first key whose value differs between two JSON-like trees, as a message, or None."""
-  if isinstance(saved, dict) and isinstance(current, dict):
-    for key in sorted(set(saved) | set(current)):
-      found = _first_difference(saved.get(key), current.get(key), f"{prefix}.{key}")
-      if found:
-        return found
-    return None
-  return None if saved == current else f"{prefix}: saved {saved!r}, now {current!r}"
-
-
 # ----------------------------------------------------------------------------------------------
 # The trainer.
 
@@ -656,12 +645,13 @@ class MultiTaskTrainer:
     current = self._run_info()
     allowed = _EVERY_RUN + (tuple(current["config"]) if self.config.allow_config_change else ())
     strip = lambda config: {k: v for k, v in config.items() if k not in allowed}
-    difference = _first_difference(
+    differences = validate.config_changes(
         {**saved, "config": strip(saved.get("config", {}))},
-        {**current, "config": strip(current["config"])}, "run")
-    if difference:
-      raise ConfigError(f"{self.logdir!r} holds another run ({difference}); use another "
-                        "logdir, or MultiTaskTrainer.load to continue that one")
+        {**current, "config": strip(current["config"])}, "run",
+        defaults={**current, "config": validate.default_values()})
+    if differences:
+      raise ConfigError(f"{self.logdir!r} holds another run ({'; '.join(differences)}); use "
+                        "another logdir, or MultiTaskTrainer.load to continue that one")
 
   def _write_run(self) -> None:
     """The files `load` reads: run.json, the backbone's module and the data; refused (one

@@ -55,12 +55,33 @@ def check_labelled(split_labels: Mapping[str, Mapping[str, np.ndarray]],
                              if split == "train" else ""))
 
 
-def config_changes(saved: Any, current: Any, prefix: str = "config") -> list[str]:
-  """Every key whose value differs between two JSON-like configs, as "key: old -> new"."""
+def config_changes(saved: Any, current: Any, prefix: str = "config",
+                   defaults: Any = None) -> list[str]:
+  """Every key whose value differs between two JSON-like configs, as "key: old -> new".
+
+  With `defaults` (a JSON-like tree like them: `default_config()`'s values), keys the library
+  added or removed since the saved run are no change: a key the saved config lacks counts as
+  its default, a key the current one lacks is skipped.
+  """
   if isinstance(saved, dict) and isinstance(current, dict):
-    return [change for key in sorted(set(saved) | set(current))
-            for change in config_changes(saved.get(key), current.get(key), f"{prefix}.{key}")]
+    known = defaults if isinstance(defaults, dict) else None
+    changes = []
+    for key in sorted(set(saved) | set(current)):
+      if known is not None and key not in current:
+        continue
+      old = known[key] if known is not None and key not in saved and key in known else (
+          saved.get(key))
+      changes += config_changes(old, current.get(key), f"{prefix}.{key}",
+                                None if known is None else known.get(key))
+    return changes
   return [] if saved == current else [f"{prefix}: {saved!r} -> {current!r}"]
+
+
+def default_values() -> dict:
+  """`mtl_jax.config.default_config()` as JSON-like values (lists for tuples), to compare a
+  saved config with (`config_changes`)."""
+  from mtl_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  return json.loads(json.dumps(config_lib.default_config().to_dict()))
 
 
 def check_same_config(workdir: str, config: dict) -> None:
@@ -82,7 +103,8 @@ def check_same_config(workdir: str, config: dict) -> None:
     raise ConfigError(f"{path} cannot be read ({type(e).__name__}); use another --workdir "
                       "or --config.allow_config_change=True") from None
   strip = lambda c: {k: v for k, v in c.items() if k not in _FREE_TO_CHANGE}
-  changes = config_changes(strip(saved), strip(json.loads(json.dumps(config))))
+  changes = config_changes(strip(saved), strip(json.loads(json.dumps(config))),
+                           defaults=default_values())
   if changes:
     raise ConfigError(f"{workdir} holds checkpoints of a run with another config "
                       f"({'; '.join(changes)}); use another --workdir, or "

@@ -324,6 +324,29 @@ def test_a_changed_config_is_refused_naming_the_change_unless_allowed(run_main, 
                   "--config.notes=changed notes are fine") == 0
 
 
+def test_keys_the_library_added_or_removed_since_a_run_are_no_change():
+  # A workdir of an older mtl_jax: its run.json lacks `new` (now with default 0) and keeps `old`.
+  saved = {"lr": 0.1, "old": 1, "block": {"a": 1}}
+  defaults = {"lr": 0.1, "new": 0, "block": {"a": 1, "b": []}}
+  assert validate.config_changes(saved, {"lr": 0.1, "new": 0, "block": {"a": 1, "b": []}},
+                                 defaults=defaults) == []
+  assert validate.config_changes(saved, {"lr": 0.2, "new": 5, "block": {"a": 1, "b": [2]}},
+                                 defaults=defaults) == [
+      "config.block.b: [] -> [2]", "config.lr: 0.1 -> 0.2", "config.new: 0 -> 5"]
+  assert validate.config_changes(saved, {"lr": 0.1}) == [  # without defaults: every key
+      "config.block: {'a': 1} -> None", "config.old: 1 -> None"]
+
+
+def test_a_finished_run_of_an_older_config_reruns_as_finished(run_main, capsys, finished,
+                                                                tmp_path):
+  workdir = _copy(finished, tmp_path)
+  run = json.loads((workdir / "run.json").read_text())
+  del run["config"]["dense_augment"], run["config"]["optimizer"]["staircase"]
+  (workdir / "run.json").write_text(json.dumps(run))
+  assert run_main(*SMALL, f"--workdir={workdir}") == 0
+  assert "already finished at step" in capsys.readouterr().out
+
+
 # ----------------------------------------------------------------------------------------------
 # SIGTERM anywhere.
 

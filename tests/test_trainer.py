@@ -223,7 +223,7 @@ def test_a_weighting_that_reads_validation_batches_is_refused_before_any_work(tm
 def test_a_logdir_holding_another_run_is_refused(tmp_path, frames):
   mj.MultiTaskTrainer(tmp_path, *frames, TASKS, [4, "p"], lr=1e-3, train_fcn=True, **SMALL)
   with pytest.raises(mj.ConfigError, match=r"holds another run \(run\.config\.optimizer\."
-                     r"learning_rate: saved 0\.001, now 0\.01\)"):
+                     r"learning_rate: 0\.001 -> 0\.01\)"):
     mj.MultiTaskTrainer(tmp_path, *frames, TASKS, [4, "p"], lr=1e-2, train_fcn=True, **SMALL)
 
 
