@@ -210,8 +210,11 @@ def plot(results: dict, front_x: np.ndarray, path: Path, scale: float) -> None:
 
 
 def refusal(name: str, steps: int) -> str | None:
-  """Why method `name` cannot weight two tasks (Krum, TrimmedMean need more), or None."""
+  """Why method `name` cannot run on the toy, or None: Krum and TrimmedMean need more than two
+  tasks, Auto-λ a validation batch (the toy has no data)."""
   method = make_method(name, steps)
+  if method.val_batch:
+    return "it learns its weights on a validation batch, and the toy has no data"
   try:
     method.init(2, grads_like=jnp.zeros((2, 2))) if method.grad_state else method.init(2)
   except ValueError as e:
@@ -245,7 +248,7 @@ def write_table(results: dict, path: Path, args, wall: float,
   some = [n for n, r in results.items() if not r["reached"].all()]
   lines += ["", f"From all five starts: {', '.join(all_ok) or 'none'}.", "",
             f"Not from every start: {', '.join(some) or 'none'}.", ""]
-  lines += [f"Not run, two tasks being too few: {name} ({why})." for name, why in refused.items()]
+  lines += [f"Not run: {name} ({why})." for name, why in refused.items()]
   lines += ["", PAPERS, ""]
   path.write_text("\n".join(lines))
 
