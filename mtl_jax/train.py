@@ -424,10 +424,8 @@ def dispatches(data: TrainData, setup: Setup, mesh,
   per host batch."""
   if isinstance(data, data_lib.ArrayData):
     train_fn = make_train_fn(setup, mesh, on_device=data.on_device)
-    val = ()
-    if setup.weighting.val_batch:  # the whole validation split, once, on every device
-      val = (jax.device_put(data.val.batch(np.arange(len(data.val))),
-                            sharding_lib.replicated(mesh)),)
+    # The whole validation split, once, on every device, for look-ahead methods.
+    val = (data_lib.on_devices(data.val, mesh),) if setup.weighting.val_batch else ()
     for source, xs in data.chunk_inputs(chunks, mesh):
       yield lambda state, source=source, xs=xs: train_fn(state, source, xs, *val)
     return

@@ -37,8 +37,7 @@ def _one_step(config, devices):
   setup = build.build_setup(config, dataset.tasks)
   state = train.create_train_state(setup, config.seed, dataset.train.inputs[:1], mesh)
   train_fn = train.make_train_fn(setup, mesh, on_device=True)
-  source = jax.device_put(dataset.train.batch(np.arange(len(dataset.train))),
-                          sharding.replicated(mesh))
+  source = data_lib.on_devices(dataset.train, mesh)
   index = data_lib.Sampler(len(dataset.train), config.batch_size, config.seed).indices([0])
   state, summary = train_fn(state, source, jax.device_put(index,
                                                           sharding.batch_sharding(mesh, 1)))
@@ -174,12 +173,9 @@ def test_a_restored_checkpoint_continues_exactly_for_every_weighting(tmp_path, n
   sampler = data_lib.Sampler(len(dataset.train), 32, config.seed)
   setup = build.build_setup(config, dataset.tasks, steps_per_epoch=sampler.steps_per_epoch)
   train_fn = train.make_train_fn(setup, mesh, on_device=True)
-  source = jax.device_put(dataset.train.batch(np.arange(len(dataset.train))),
-                          sharding.replicated(mesh))
-  val = ()  # the validation split, for methods that draw look-ahead batches from it
-  if setup.weighting.val_batch:
-    val = (jax.device_put(dataset.val.batch(np.arange(len(dataset.val))),
-                          sharding.replicated(mesh)),)
+  source = data_lib.on_devices(dataset.train, mesh)
+  # the validation split, for methods that draw look-ahead batches from it
+  val = (data_lib.on_devices(dataset.val, mesh),) if setup.weighting.val_batch else ()
   middle = _train_chunk(train_fn, _fresh_state(setup, mesh), source, sampler, 0, 10, mesh, *val)
   checkpoints = checkpoint.Checkpointer(str(tmp_path), keep=1)
   checkpoints.save(10, middle, {"tasks": []})
@@ -201,8 +197,7 @@ def test_a_dispatch_of_one_step_trains_as_the_steps_of_a_scan():
   sampler = data_lib.Sampler(len(dataset.train), 32, config.seed)
   setup = build.build_setup(config, dataset.tasks)
   train_fn = train.make_train_fn(setup, mesh, on_device=True)
-  source = jax.device_put(dataset.train.batch(np.arange(len(dataset.train))),
-                          sharding.replicated(mesh))
+  source = data_lib.on_devices(dataset.train, mesh)
   scanned = _train_chunk(train_fn, _fresh_state(setup, mesh), source, sampler, 0, 2, mesh)
   one_by_one = _fresh_state(setup, mesh)
   for step in range(2):

@@ -3,7 +3,7 @@
 from mtl_jax.data.arrays import Dataset, Split, from_arrays, split_arrays
 from mtl_jax.data.dense_shapes import load_dense_shapes, make_dense_shapes
 from mtl_jax.data.digits import load_digits
-from mtl_jax.data.feeds import ArrayData, StreamData, pad_split, split_batches
+from mtl_jax.data.feeds import ArrayData, StreamData, on_devices, pad_split, split_batches
 from mtl_jax.data.files import eval_image_batches, image_batches
 from mtl_jax.data.frames import check_columns, check_label_hygiene, encode_frame, infer_tasks
 from mtl_jax.data.images import cached, decode_image, find_bad_files, image_decoder
@@ -38,7 +38,7 @@ def load(dataset_config) -> Dataset:
   return BUILTIN[dataset_config.name](dataset_config)
 
 
-__all__ = ["ArrayData", "BUILTIN", "Dataset", "Sampler", "Split", "StreamData",
+__all__ = ["ArrayData", "BUILTIN", "Dataset", "Sampler", "Split", "StreamData", "on_devices",
            "balanced_probabilities", "cached", "check_columns", "check_label_hygiene",
            "decode_image", "encode_frame",
            "eval_image_batches", "find_bad_files", "from_arrays", "host_batches",

@@ -48,8 +48,7 @@ class ArrayData:
     """(source, xs) per (first step, length) chunk: the split on the devices and i32[K, B]
     batch indices, or None and the stacked global batches [K, B, ...]."""
     if self.on_device:
-      source = jax.device_put(self.split.batch(np.arange(len(self.split))),
-                              sharding_lib.replicated(mesh))
+      source = on_devices(self.split, mesh)
       index_sharding = sharding_lib.batch_sharding(mesh, 1)
       for first, length in chunks:
         yield source, jax.device_put(self.sampler.indices(range(first, first + length)),
@@ -58,6 +57,12 @@ class ArrayData:
       sharding = sharding_lib.batch_sharding(mesh, 1)
       for local in host_batches(self.split, self.sampler, chunks, mesh=mesh):
         yield None, sharding_lib.put_global(local, sharding)
+
+
+def on_devices(split: Split, mesh: Mesh) -> dict:
+  """The whole split as one batch {"inputs", "labels"}, replicated on every device of `mesh`
+  (the on-device training source; the validation split of look-ahead methods)."""
+  return jax.device_put(split.batch(np.arange(len(split))), sharding_lib.replicated(mesh))
 
 
 @dataclasses.dataclass(frozen=True)

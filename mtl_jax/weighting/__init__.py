@@ -81,6 +81,8 @@ def get(name: str, *, context: Mapping[str, Any] | None = None, log_losses: bool
   """
   if name not in REGISTRY:
     raise ValueError(f"unknown weighting {name!r}; known: {sorted(REGISTRY)}")
+  if not isinstance(log_losses, bool):
+    raise ValueError(f"weighting {name!r}: log_losses must be True or False, got {log_losses!r}")
   make = REGISTRY[name]
   accepted = inspect.signature(make).parameters
   own_log_space = "log_losses" in accepted
@@ -98,8 +100,6 @@ def get(name: str, *, context: Mapping[str, Any] | None = None, log_losses: bool
     method = make(**hyperparameters, **kwargs)
   except TypeError as e:
     raise ValueError(f"weighting {name!r}: {e}") from None
-  if not isinstance(log_losses, bool):
-    raise ValueError(f"weighting {name!r}: log_losses must be True or False, got {log_losses!r}")
   if not log_losses or own_log_space:
     return method
   try:

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 from mtl_jax.weighting.base import (Weighting, WeightingInputs, clip_factor, labelled, ntk_ratios,
                                    task_kinds)
 
+
 class NtkmtlState(NamedTuple):
   """NTKMTL needs no state; it keeps the last step's weights for inspection."""
   weights: jnp.ndarray  # f32[T], the last step's clipped weights (0 before the first step)
